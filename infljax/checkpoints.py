@@ -1,0 +1,114 @@
+"""Stage bookkeeping and orbax wrappers: the only module that decides skip / refuse / resume.
+
+Every stage directory holds ``args.json`` = {"args": ..., "complete": bool} (DESIGN §1):
+* outputs complete and arguments equal  -> the stage is skipped;
+* arguments differ                      -> refused with the differing keys, unless overwrite;
+* arguments equal but not complete      -> the stage resumes from its own partial outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+ARGS_FILE = "args.json"
+
+
+class StageConflict(RuntimeError):
+    """A stage directory holds outputs written with different arguments."""
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): tree}
+
+
+def _normalise(args: dict) -> dict:
+    return json.loads(json.dumps(args, sort_keys=True, default=str))
+
+
+def diff_args(old: dict, new: dict) -> list[str]:
+    """Human-readable lines ``key: old -> new`` for every differing (flattened) key."""
+    a, b = _flatten(_normalise(old)), _flatten(_normalise(new))
+    keys = sorted(set(a) | set(b))
+    return [
+        f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
+        for k in keys
+        if a.get(k, "<absent>") != b.get(k, "<absent>")
+    ]
+
+
+def begin_stage(directory: str | Path, args: dict, *, overwrite: bool = False) -> bool:
+    """Prepare `directory` for a stage run with `args`. Returns True when it is already complete.
+
+    Raises StageConflict naming the differing arguments when the directory was written with
+    other arguments and `overwrite` is False; with `overwrite` the old outputs are removed.
+    """
+    directory = Path(directory)
+    record = directory / ARGS_FILE
+    if record.exists():
+        saved = json.loads(record.read_text())
+        changes = diff_args(saved["args"], args)
+        if not changes:
+            return bool(saved.get("complete"))
+        if not overwrite:
+            raise StageConflict(
+                f"{directory} was written with different arguments:\n  "
+                + "\n  ".join(changes)
+                + "\nUse another --workdir, or pass --config.overwrite=True to replace it."
+            )
+        shutil.rmtree(directory)
+    elif directory.exists() and any(directory.iterdir()) and not overwrite:
+        raise StageConflict(
+            f"{directory} is not empty but has no {ARGS_FILE}; it was not written by infljax. "
+            "Use another --workdir, or pass --config.overwrite=True to replace it."
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_record(directory, args, complete=False)
+    return False
+
+
+def finish_stage(directory: str | Path) -> None:
+    directory = Path(directory)
+    saved = json.loads((directory / ARGS_FILE).read_text())
+    _write_record(directory, saved["args"], complete=True)
+
+
+def is_complete(directory: str | Path) -> bool:
+    record = Path(directory) / ARGS_FILE
+    return record.exists() and bool(json.loads(record.read_text()).get("complete"))
+
+
+def _write_record(directory: Path, args: dict, complete: bool) -> None:
+    tmp = directory / (ARGS_FILE + ".tmp")
+    tmp.write_text(json.dumps({"args": _normalise(args), "complete": complete}, indent=2))
+    tmp.replace(directory / ARGS_FILE)
+
+
+def save_pytree(path: str | Path, tree: Any) -> None:
+    """Write a pytree of arrays with orbax (blocking). Overwrites `path`."""
+    path = Path(path).absolute()
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path, tree, force=True)
+
+
+def restore_pytree(path: str | Path, like: Any | None = None) -> Any:
+    """Read a pytree written by `save_pytree`; `like` (arrays or ShapeDtypeStructs) fixes
+    structure, dtypes and shardings."""
+    path = Path(path).absolute()
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    with ocp.StandardCheckpointer() as ckptr:
+        if like is None:
+            return ckptr.restore(path)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        return ckptr.restore(path, abstract)

@@ -1,0 +1,10 @@
+"""Built-in stages, one module each; `load_builtin()` imports them so they register."""
+
+import importlib
+
+BUILTIN = ("world", "corpus", "pretrain")
+
+
+def load_builtin() -> None:
+    for name in BUILTIN:
+        importlib.import_module(f"infljax.stages.{name}")

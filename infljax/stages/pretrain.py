@@ -1,0 +1,160 @@
+"""Stage `pretrain`: train each configured model on the corpus (the embedded default only).
+
+Per model ``<workdir>/models/<name>/`` holds ``model.json`` + ``params/`` (the trained model),
+``checkpoints/`` (orbax, every ``checkpoint_every`` steps; an interrupted run resumes exactly)
+and ``metrics.json`` (losses, the corpus's unigram baseline, parameter count, wall time).
+A model with ``checkpoint`` set (a converted real model) is not trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from flax import nnx
+from ml_collections import ConfigDict
+from tqdm import tqdm
+
+from infljax import training
+from infljax.checkpoints import begin_stage, finish_stage
+from infljax.data.corpus import TokenizedCorpus, corpus_stats, load_corpus
+from infljax.data.tokenization import load_tokenizer
+from infljax.distributed import MeshArgs, make_mesh, replicate, shard_batch
+from infljax.models.decoder import Decoder, DecoderConfig, num_params
+from infljax.models.io import save_model
+from infljax.models.losses import Batch
+from infljax.pipeline import stage, write_json
+from infljax.workdir import corpus_dir, model_dir, tokenizer_path
+
+
+def decoder_config(model_section: ConfigDict, corpus: TokenizedCorpus, vocab: int) -> DecoderConfig:
+    return DecoderConfig(vocab_size=vocab, max_length=corpus.tokens.shape[1], **model_section)
+
+
+@stage("pretrain")
+def run(config: ConfigDict, workdir: Path) -> None:
+    corpus = load_corpus(corpus_dir(workdir))
+    vocab = int(_read_vocab_size(workdir))
+    mesh = make_mesh(MeshArgs(**config.mesh.to_dict()))
+    for name, section in config.models.items():
+        if section.get("checkpoint"):
+            logging.info("pretrain %s: uses checkpoint %s, not trained", name, section.checkpoint)
+            continue
+        cfg = decoder_config(section.model.to_dict(), corpus, vocab)
+        args = training.TrainArgs(**section.train.to_dict())
+        train_model(name, cfg, args, corpus, mesh, model_dir(workdir, name), config.overwrite)
+
+
+def _read_vocab_size(workdir: Path) -> int:
+    return load_tokenizer(tokenizer_path(workdir)).get_vocab_size()
+
+
+def train_model(
+    name: str,
+    cfg: DecoderConfig,
+    args: training.TrainArgs,
+    corpus: TokenizedCorpus,
+    mesh: jax.sharding.Mesh,
+    out: Path,
+    overwrite: bool = False,
+    stop_at: int | None = None,
+) -> None:
+    """Train `cfg` on `corpus` with `args`, writing to `out`; resumes from `out/checkpoints`.
+
+    `stop_at` ends the run after that step's checkpoint (time-sliced jobs; resume tests).
+    """
+    record = {
+        "model": dataclasses.asdict(cfg),
+        "train": dataclasses.asdict(args),
+        "corpus": {"documents": corpus.num_documents, "tokens": corpus.num_tokens},
+    }
+    if begin_stage(out, record, overwrite=overwrite):
+        logging.info("pretrain %s: up to date in %s", name, out)
+        return
+    train_rows, held_rows = training.split_rows(
+        corpus.num_documents, args.held_out_fraction, args.seed
+    )
+    model = Decoder(cfg, rngs=nnx.Rngs(args.seed))
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = training.make_optimizer(args)
+    state = {"params": params, "opt_state": tx.init(params)}
+    manager = ocp.CheckpointManager(
+        (out / "checkpoints").absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False),
+    )
+    start_step = manager.latest_step() or 0
+    if start_step:
+        state = manager.restore(start_step, args=ocp.args.StandardRestore(state))
+        logging.info("pretrain %s: resumed at step %d", name, start_step)
+    state = replicate(state, mesh)
+    step_fn = training.make_train_step(graphdef, tx)
+    eval_fn = training.make_eval_fn(graphdef)
+    evaluate = lambda p: training.held_out_loss(  # noqa: E731
+        eval_fn, p, _batches(corpus, held_rows, args.batch_size, mesh)
+    )
+    logging.info("pretrain %s: %s parameters, %d steps", name, f"{num_params(model):,}", args.steps)
+    history, t0, tokens = [], time.perf_counter(), 0
+    params, opt_state = state["params"], state["opt_state"]
+    bar = tqdm(
+        range(start_step, args.steps),
+        desc=f"pretrain {name}",
+        initial=start_step,
+        total=args.steps,
+        mininterval=2.0,
+    )
+    for step in bar:
+        rows = training.batch_rows(train_rows, step, args.batch_size, args.seed)
+        batch = shard_batch(Batch.from_documents(corpus.tokens[rows], corpus.lengths[rows]), mesh)
+        params, opt_state, loss = step_fn(params, opt_state, batch)
+        tokens += int(corpus.lengths[rows].sum())
+        done = step + 1
+        if done % args.eval_every == 0 or done == args.steps:
+            history.append(
+                {"step": done, "train_loss": float(loss), "held_out_loss": evaluate(params)}
+            )
+            bar.set_postfix(
+                loss=f"{float(loss):.3f}",
+                held_out=f"{history[-1]['held_out_loss']:.3f}",
+                tok_s=f"{tokens / (time.perf_counter() - t0):.0f}",
+            )
+        if done % args.checkpoint_every == 0 or done == args.steps or done == stop_at:
+            manager.save(
+                done, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state})
+            )
+            manager.wait_until_finished()
+        if done == stop_at:
+            return
+    bar.close()
+    seconds = time.perf_counter() - t0
+    save_model(out, nnx.merge(graphdef, params))
+    stats = corpus_stats(corpus)
+    write_json(
+        out / "metrics.json",
+        {
+            "num_params": num_params(model),
+            "history": history,
+            "final_held_out_loss": history[-1]["held_out_loss"] if history else None,
+            "unigram_entropy": stats["unigram_entropy_nats"],
+            "train_documents": int(len(train_rows)),
+            "held_out_documents": int(len(held_rows)),
+            "seconds": round(seconds, 1),
+            "tokens_per_second": round(tokens / max(seconds, 1e-9)),
+        },
+    )
+    np.save(out / "held_out_rows.npy", held_rows)
+    finish_stage(out)
+
+
+def _batches(corpus: TokenizedCorpus, rows: np.ndarray, batch_size: int, mesh):
+    """Held-out batches of fixed shape; the last is padded with zero-length rows."""
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        tokens = np.zeros((batch_size, corpus.tokens.shape[1]), np.int32)
+        lengths = np.zeros((batch_size,), np.int32)
+        tokens[: len(chunk)], lengths[: len(chunk)] = corpus.tokens[chunk], corpus.lengths[chunk]
+        yield shard_batch(Batch.from_documents(tokens, lengths), mesh)

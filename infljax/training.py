@@ -1,0 +1,121 @@
+"""Pretraining pieces: optimizer, data order, jitted train step, held-out loss (pure functions).
+
+The loop with checkpoints and progress bars lives in `infljax.stages.pretrain`; everything here is
+arrays in, arrays out. Training minimises the mean next-token NLL per predicted token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from infljax.models.losses import Batch, summed_nll
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainArgs:
+    """AdamW with linear warmup + cosine decay and global-norm clipping."""
+
+    steps: int = 1000
+    batch_size: int = 32
+    learning_rate: float = 1e-2
+    warmup_steps: int = 50
+    final_lr_fraction: float = 0.05
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    seed: int = 0
+    held_out_fraction: float = 0.05
+    eval_every: int = 200
+    checkpoint_every: int = 500
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TrainArgs.{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ValueError(f"TrainArgs.warmup_steps must be in [0, steps), got {self}")
+        if not 0.0 <= self.held_out_fraction < 1.0:
+            raise ValueError(f"TrainArgs.held_out_fraction must be in [0, 1): {self}")
+
+
+def make_optimizer(args: TrainArgs) -> optax.GradientTransformation:
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=args.learning_rate,
+        warmup_steps=args.warmup_steps,
+        decay_steps=args.steps,
+        end_value=args.learning_rate * args.final_lr_fraction,
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(args.grad_clip),
+        optax.adamw(schedule, weight_decay=args.weight_decay),
+    )
+
+
+def split_rows(num_documents: int, held_out_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+    """(train_rows, held_out_rows): a seeded split of corpus rows, each sorted."""
+    order = np.random.default_rng(seed).permutation(num_documents)
+    n_held = int(round(num_documents * held_out_fraction))
+    return np.sort(order[n_held:]), np.sort(order[:n_held])
+
+
+def batch_rows(rows: np.ndarray, step: int, batch_size: int, seed: int) -> np.ndarray:
+    """Rows of the batch at `step`: epochs are seeded permutations of `rows`, laid end to end.
+
+    Depends only on (rows, step, batch_size, seed), so a resumed run sees the same data order.
+    """
+    n = len(rows)
+    positions = np.arange(step * batch_size, (step + 1) * batch_size)
+    out = np.empty(batch_size, dtype=np.int64)
+    for epoch in np.unique(positions // n):
+        perm = np.random.default_rng([seed, int(epoch)]).permutation(n)
+        sel = positions // n == epoch
+        out[sel] = rows[perm[positions[sel] % n]]
+    return out
+
+
+def mean_token_loss(graphdef: nnx.GraphDef, params: nnx.State, batch: Batch) -> jax.Array:
+    logits = nnx.merge(graphdef, params)(batch.inputs)
+    return summed_nll(logits, batch) / jnp.maximum(jnp.sum(batch.weights), 1.0)
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef, tx: optax.GradientTransformation
+) -> Callable[[nnx.State, optax.OptState, Batch], tuple[nnx.State, optax.OptState, jax.Array]]:
+    """A jitted `(params, opt_state, batch) -> (params, opt_state, loss)`.
+
+    Inputs keep their shardings (params replicated, batch split over ``data``); XLA inserts
+    the gradient all-reduce.
+    """
+
+    def step(params, opt_state, batch):
+        loss, grads = jax.value_and_grad(lambda p: mean_token_loss(graphdef, p, batch))(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def make_eval_fn(graphdef: nnx.GraphDef) -> Callable[[nnx.State, Batch], tuple[jax.Array, ...]]:
+    """A jitted `(params, batch) -> (summed NLL, number of predicted tokens)`."""
+
+    def evaluate(params, batch):
+        logits = nnx.merge(graphdef, params)(batch.inputs)
+        return summed_nll(logits, batch), jnp.sum(batch.weights)
+
+    return jax.jit(evaluate)
+
+
+def held_out_loss(eval_fn: Callable, params: nnx.State, batches: Iterator[Batch]) -> float:
+    """Mean NLL per predicted token (nats) over all batches."""
+    total, count = 0.0, 0.0
+    for batch in batches:
+        nll, n = eval_fn(params, batch)
+        total, count = total + float(nll), count + float(n)
+    return total / max(count, 1.0)

@@ -1,0 +1,44 @@
+"""The workdir contract (DESIGN §4): every path a stage writes or reads, in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def world_dir(workdir: Path) -> Path:
+    """world.json (ground truth) and corpus.jsonl of the procedural world."""
+    return Path(workdir) / "world"
+
+
+def corpus_dir(workdir: Path) -> Path:
+    """tokens.npy, lengths.npy, documents.jsonl, meta.json, tokenizer.json, stats.json."""
+    return Path(workdir) / "corpus"
+
+
+def tokenizer_path(workdir: Path) -> Path:
+    return corpus_dir(workdir) / "tokenizer.json"
+
+
+def model_dir(workdir: Path, name: str) -> Path:
+    """model.json + params/ (orbax), checkpoints/, metrics.json."""
+    return Path(workdir) / "models" / name
+
+
+def factors_dir(workdir: Path, name: str) -> Path:
+    return Path(workdir) / "factors" / name
+
+
+def queries_path(workdir: Path) -> Path:
+    return Path(workdir) / "queries.jsonl"
+
+
+def scores_dir(workdir: Path, name: str) -> Path:
+    return Path(workdir) / "scores" / name
+
+
+def analysis_dir(workdir: Path) -> Path:
+    return Path(workdir) / "analysis"
+
+
+def report_dir(workdir: Path) -> Path:
+    return Path(workdir) / "report"
