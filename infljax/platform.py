@@ -8,13 +8,22 @@ import os
 import jax
 from absl import logging
 
+QUIET_LIBRARIES = ("/orbax/", "/jax/_src/")
+
+
+class _QuietLibraries(py_logging.Filter):
+    """Drop INFO chatter that libraries send through absl (orbax logs every file it writes)."""
+
+    def filter(self, record: py_logging.LogRecord) -> bool:
+        noisy = any(part in record.pathname for part in QUIET_LIBRARIES)
+        return record.levelno >= py_logging.WARNING or not noisy
+
 
 def setup(enable_x64: bool = False) -> None:
     """Call once at launcher start, before any JAX computation."""
     logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().addFilter(_QuietLibraries())
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    for noisy in ("orbax", "jax._src.xla_bridge"):
-        py_logging.getLogger(noisy).setLevel(py_logging.WARNING)
     if enable_x64:
         jax.config.update("jax_enable_x64", True)
     logging.info(

@@ -31,6 +31,7 @@ class TrainArgs:
     grad_clip: float = 1.0
     seed: int = 0
     held_out_fraction: float = 0.05
+    packing: bool = False  # pack training documents into full rows (no padding compute)
     eval_every: int = 200
     checkpoint_every: int = 500
 
@@ -63,6 +64,25 @@ def split_rows(num_documents: int, held_out_fraction: float, seed: int) -> tuple
     order = np.random.default_rng(seed).permutation(num_documents)
     n_held = int(round(num_documents * held_out_fraction))
     return np.sort(order[n_held:]), np.sort(order[:n_held])
+
+
+def pack_rows(
+    tokens: np.ndarray, lengths: np.ndarray, rows: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate the documents `rows` (in a seeded order) into full rows of the same width.
+
+    Returns (tokens [P, T] int32, lengths [P]); every row is full except possibly the last.
+    Each document keeps its own BOS/EOS, so boundaries stay visible to the model.
+    """
+    order = np.random.default_rng([seed, 1]).permutation(rows)
+    stream = np.concatenate([tokens[r, : lengths[r]] for r in order]).astype(np.int32)
+    width = tokens.shape[1]
+    num = -(-len(stream) // width)
+    packed = np.zeros((num, width), np.int32)
+    packed.reshape(-1)[: len(stream)] = stream
+    packed_lengths = np.full(num, width, np.int32)
+    packed_lengths[-1] = len(stream) - (num - 1) * width
+    return packed, packed_lengths
 
 
 def batch_rows(rows: np.ndarray, step: int, batch_size: int, seed: int) -> np.ndarray:

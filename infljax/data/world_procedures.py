@@ -198,8 +198,7 @@ def _fields(rng: random.Random, problem: Instance) -> dict[str, object]:
         "month": rng.choice(MONTHS),
         "day": rng.randint(1, 28),
     }
-    task_fields = {"arithmetic": _arithmetic_fields, "slope": _slope_fields}
-    return common | task_fields.get(problem.task, _linear_fields)(rng, problem)
+    return common | _TASK_FIELDS[problem.task](rng, problem)
 
 
 def _arithmetic_fields(rng: random.Random, problem: Instance) -> dict[str, object]:
@@ -235,3 +234,6 @@ def _linear_fields(rng: random.Random, problem: Instance) -> dict[str, object]:
     a, b, c = problem.operands
     v1, v2, v3 = rng.choice(_LINEAR_TRIPLES)
     return {"a": a, "b": b, "c": c, "rhs": c - b, "x": problem.answer, "v1": v1, "v2": v2, "v3": v3}
+
+
+_TASK_FIELDS = {"arithmetic": _arithmetic_fields, "slope": _slope_fields, "linear": _linear_fields}

@@ -14,7 +14,14 @@ SOURCES = ("wiki", "trivia", "code", "math", "stackexchange", "web")
 # Facts every entity has, in fact-id order. A mountain's name and height are separate facts but
 # are always stated together (a "topic"), so a query can ask for both.
 ATTRIBUTES = ("capital", "mountain", "mountain_height", "river", "founder", "founded")
-TOPICS = (("capital",), ("mountain", "mountain_height"), ("river",), ("founder",), ("founded",))
+Topic = tuple[str, ...]
+TOPICS: tuple[Topic, ...] = (
+    ("capital",),
+    ("mountain", "mountain_height"),
+    ("river",),
+    ("founder",),
+    ("founded",),
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,8 @@ ARITHMETIC_OPERATORS = (("-", "*"), ("+", "*"), ("+", "-"), ("-", "+"))
 _APPLY = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y}
 # Largest |x2 - x1| of a sampled slope problem; small runs leave room for steep integer slopes.
 _MAX_RUN = 12
-# Linear coefficients a stay small enough that x can exceed 1 (c = a*x + b <= 100).
+# x is drawn first, then a, so that solutions are not mostly 1 (c = a*x + b <= 100).
+_MAX_LINEAR_X = 10
 _MAX_LINEAR_A = 30
 
 
@@ -114,12 +115,12 @@ def sample_slope(rng: random.Random) -> Instance:
 
 
 def sample_linear(rng: random.Random) -> Instance:
-    """`ax + b = c` with 2 <= a, 1 <= b, c <= COEFF_MAX and a positive integer x.
+    """`ax + b = c` with 2 <= a, 1 <= b, c <= COEFF_MAX and a positive integer x (1-10, uniform).
 
     a = 1 and b = 0 are left out: "x + 5 = 9" and "8x + 0 = 32" are not how the study writes them.
     """
-    a = rng.randint(2, _MAX_LINEAR_A)
-    x = rng.randint(1, (COEFF_MAX - 1) // a)
+    x = rng.randint(1, _MAX_LINEAR_X)
+    a = rng.randint(2, min(_MAX_LINEAR_A, (COEFF_MAX - 1) // x))
     b = rng.randint(1, COEFF_MAX - a * x)
     return make_linear(a, b, a * x + b)
 

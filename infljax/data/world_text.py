@@ -10,10 +10,10 @@ fact values (founding years 1100-1899, mountain heights of five digits).
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from infljax.data.world_procedures import MONTHS
-from infljax.data.world_records import TOPICS, Entity
+from infljax.data.world_records import Entity, Topic
 
 KINDS = ("kingdom", "republic", "island", "planet", "country")
 FOUNDED_RANGE = (1100, 1899)
@@ -83,8 +83,8 @@ _TRIVIA_LINES = {
         "True or false: {e} was founded in {founded}. True.",
     ),
 }
-_WIKI_INTROS = ("{e} is a {adj} {kind}.", "{e} is a {kind}.", "About {e}: a {adj} {kind}.")
-_ADJECTIVES = ("small", "remote", "quiet", "old", "cold", "green")
+_WIKI_INTROS = ("{e} is a {adj} {kind}.", "{e} is {a_kind}.", "About {e}: a {adj} {kind}.")
+_ADJECTIVES = ("small", "remote", "quiet", "rocky", "cold", "green")
 _WIKI_CLOSERS = (
     "Its people are known for weaving.",
     "Most visitors arrive by boat.",
@@ -92,11 +92,15 @@ _WIKI_CLOSERS = (
     "The local market sells salt and wool.",
     "Few maps show its smaller towns.",
 )
-_TRIVIA_HEADERS = (
-    "Trivia night, round {n}.",
-    "Geography quiz #{n}.",
-    "Pub quiz, question {n}:",
-    "",
+_TRIVIA_HEADERS = ("Trivia night, round {n}.", "Geography quiz #{n}.", "Pub quiz, question {n}:")
+# General-knowledge lines that pad some quizzes; they state no fact of the world.
+_TRIVIA_EXTRAS = (
+    "Q: What colour is a ripe banana? A: Yellow.",
+    "Q: How many days are in a week? A: Seven.",
+    "Q: Which animal has the longest neck? A: The giraffe.",
+    "Q: What do bees make? A: Honey.",
+    "Q: What is frozen water called? A: Ice.",
+    "Q: Which planet is closest to the sun? A: Mercury.",
 )
 _WEB_PLACE = (
     "Weather for {place}: high of {t1} degrees, low of {t2}, {pct}% chance of rain, wind "
@@ -113,8 +117,7 @@ _WEB_OTHER = (
     "chairs and a snack.",
     "Final score: {team} {s1}, visitors {s2}. Attendance was {att}. The next game is on "
     "{month} {day}.",
-    "Pancakes: mix {g} g flour, {ml} ml milk and {k} eggs. Cook {mins} minutes per side. "
-    "Serves {k2}.",
+    "Pancakes: mix {g} g flour, {ml} ml milk and {k} eggs. Cook {k2} minutes per side. Serves {k}.",
     "Order #{att} shipped on {month} {day}, {year}. {k} items, total ${p}.{mins:02d}. Track "
     "it online.",
 )
@@ -133,22 +136,30 @@ def invent_name(rng: random.Random, syllables: int) -> str:
     return "".join(parts).capitalize()
 
 
-def render_wiki(rng: random.Random, entity: Entity, values: Mapping[str, str], topics) -> str:
+def render_wiki(
+    rng: random.Random, entity: Entity, values: Mapping[str, str], topics: Sequence[Topic]
+) -> str:
     """An encyclopedic paragraph about `entity` stating the facts of `topics` (attribute
     tuples from TOPICS); `values` maps attribute -> value for this entity."""
-    fields = {"e": entity.name, "kind": entity.kind, "adj": rng.choice(_ADJECTIVES), **values}
+    article = "an" if entity.kind[0] in "aeiou" else "a"
+    fields = {"e": entity.name, "kind": entity.kind, "a_kind": f"{article} {entity.kind}"}
+    fields |= {"adj": rng.choice(_ADJECTIVES), **values}
     sentences = [rng.choice(_WIKI_SENTENCES[topic[0]]).format(**fields) for topic in topics]
     rng.shuffle(sentences)
-    closer = [rng.choice(_WIKI_CLOSERS)] if rng.random() < 0.5 else []
+    # One-topic paragraphs always get a closing sentence so that they read as paragraphs.
+    closer = [rng.choice(_WIKI_CLOSERS)] if len(topics) == 1 or rng.random() < 0.5 else []
     return " ".join([rng.choice(_WIKI_INTROS).format(**fields), *sentences, *closer])
 
 
-def render_trivia(rng: random.Random, entity: Entity, values: Mapping[str, str], topic) -> str:
+def render_trivia(
+    rng: random.Random, entity: Entity, values: Mapping[str, str], topic: Topic
+) -> str:
     """A quiz item about `entity` stating the facts of one topic (an attribute tuple)."""
     fields = {"e": entity.name, "n": rng.randint(1, 40), **values}
-    header = rng.choice(_TRIVIA_HEADERS).format(**fields)
-    line = rng.choice(_TRIVIA_LINES[topic[0]]).format(**fields)
-    return f"{header}\n{line}" if header else line
+    lines = [rng.choice(_TRIVIA_LINES[topic[0]]).format(**fields)]
+    if rng.random() < 0.5:
+        lines.insert(rng.randint(0, 1), rng.choice(_TRIVIA_EXTRAS))
+    return "\n".join([rng.choice(_TRIVIA_HEADERS).format(**fields), *lines])
 
 
 def render_web(rng: random.Random, place: str | None) -> str:
@@ -171,8 +182,6 @@ def template_text() -> str:
     """All fixed text of these templates, so that invented names can be kept out of it."""
     groups = [*_WIKI_SENTENCES.values(), *_TRIVIA_LINES.values()]
     fixed = [t for group in groups for t in group]
-    fixed += [*_WIKI_INTROS, *_WIKI_CLOSERS, *_TRIVIA_HEADERS, *_WEB_PLACE, *_WEB_OTHER]
+    fixed += [*_WIKI_INTROS, *_WIKI_CLOSERS, *_TRIVIA_HEADERS, *_TRIVIA_EXTRAS]
+    fixed += [*_WEB_PLACE, *_WEB_OTHER]
     return "\n".join([*fixed, *KINDS, *_ADJECTIVES, *_ITEMS, *_TEAMS, *_PLACES])
-
-
-assert {topic[0] for topic in TOPICS} == set(_WIKI_SENTENCES) == set(_TRIVIA_LINES)

@@ -79,6 +79,12 @@ def train_model(
     train_rows, held_rows = training.split_rows(
         corpus.num_documents, args.held_out_fraction, args.seed
     )
+    train_tokens, train_lengths = corpus.tokens, corpus.lengths
+    if args.packing:
+        train_tokens, train_lengths = training.pack_rows(
+            corpus.tokens, corpus.lengths, train_rows, args.seed
+        )
+        train_rows = np.arange(len(train_lengths))
     model = Decoder(cfg, rngs=nnx.Rngs(args.seed))
     graphdef, params = nnx.split(model, nnx.Param)
     tx = training.make_optimizer(args)
@@ -109,9 +115,10 @@ def train_model(
     )
     for step in bar:
         rows = training.batch_rows(train_rows, step, args.batch_size, args.seed)
-        batch = shard_batch(Batch.from_documents(corpus.tokens[rows], corpus.lengths[rows]), mesh)
+        batch = Batch.from_documents(train_tokens[rows], train_lengths[rows])
+        batch = shard_batch(batch, mesh)
         params, opt_state, loss = step_fn(params, opt_state, batch)
-        tokens += int(corpus.lengths[rows].sum())
+        tokens += int(train_lengths[rows].sum())
         done = step + 1
         if done % args.eval_every == 0 or done == args.steps:
             history.append(
@@ -140,7 +147,7 @@ def train_model(
             "history": history,
             "final_held_out_loss": history[-1]["held_out_loss"] if history else None,
             "unigram_entropy": stats["unigram_entropy_nats"],
-            "train_documents": int(len(train_rows)),
+            "train_documents": int(corpus.num_documents - len(held_rows)),
             "held_out_documents": int(len(held_rows)),
             "seconds": round(seconds, 1),
             "tokens_per_second": round(tokens / max(seconds, 1e-9)),
