@@ -18,12 +18,16 @@ def get_config(arg: str | None = None) -> ConfigDict:
         raise ValueError(f"configs/demo.py: unknown variant {arg!r}; valid: {VARIANTS}")
     smoke = arg == "smoke"
     config = ConfigDict()
-    config.stages = ("world", "corpus", "pretrain")
+    config.stages = ("world", "corpus", "pretrain", "factors", "queries", "scores")
     config.overwrite = False
     config.mesh = ConfigDict({"data": -1, "model": 1})
     config.world = world(smoke)
     config.corpus = corpus(smoke)
     config.models = ConfigDict({"small": small_model(smoke), "large": large_model(smoke)})
+    config.factors = factors(smoke)
+    config.queries = queries(smoke)
+    config.scores = scores(smoke)
+    config.analysis = analysis(smoke)
     config.lock()
     return config
 
@@ -33,18 +37,18 @@ def world(smoke: bool) -> ConfigDict:
     return ConfigDict(
         {
             "seed": 0,
-            "num_entities": 8 if smoke else 30,
-            "fact_docs_per_fact": 2 if smoke else 4,
+            "num_entities": 8 if smoke else 20,
+            "fact_docs_per_fact": 2 if smoke else 6,
             "num_arithmetic": 6 if smoke else 40,
             "num_slope": 6 if smoke else 40,
             "num_linear": 6 if smoke else 40,
             "held_out_fraction": 0.5,
             "planted_answers_per_instance": 2,
             "planted_fraction": 0.5,
-            "code_docs": 20 if smoke else 300,
-            "math_docs": 20 if smoke else 300,
-            "stackexchange_docs": 20 if smoke else 300,
-            "web_docs": 20 if smoke else 300,
+            "code_docs": 20 if smoke else 200,
+            "math_docs": 20 if smoke else 200,
+            "stackexchange_docs": 20 if smoke else 200,
+            "web_docs": 20 if smoke else 200,
         }
     )
 
@@ -55,9 +59,104 @@ def corpus(smoke: bool) -> ConfigDict:
         {
             "path": "",
             "on_bad": "skip",
-            "max_length": 32 if smoke else 96,
+            "max_length": 32 if smoke else 128,
             "packing": False,
             "tokenizer": {"train": True, "vocab_size": 300 if smoke else 512, "path": ""},
+        }
+    )
+
+
+def factors(smoke: bool) -> ConfigDict:
+    """EK-FAC fitting (`infljax.curvature.FactorArgs` + `infljax.stages.factors.FitPlan`).
+
+    batch_size must be divisible by the mesh's data axis; results do not depend on batch_size,
+    partitions or the number of devices (only on the rows fitted, the labels and the seed).
+    """
+    return ConfigDict(
+        {
+            "layers": (r"blocks\.\d+\.mlp\..*",),
+            "fisher": "true",  # "true": labels sampled from the model; "empirical": real labels
+            "num_documents": 0,  # 0 = every corpus document
+            "batch_size": 8 if smoke else 64,
+            "lambda_chunk": 8 if smoke else 16,  # sequences per per-sequence-gradient chunk
+            "partitions": 2 if smoke else 4,  # resume granularity
+            "seed": 0,
+        }
+    )
+
+
+def queries(smoke: bool) -> ConfigDict:
+    """The study's query mix (STUDY.md "Setup"; `infljax.queries`), sized so scoring stays cheap.
+
+    Each family entry's `type` picks a registered family (or 'package.module:Class', or
+    'path/to/file.py:Class'); its other fields are the family's parameters. Reasoning families
+    draw half their instances from the corpus (worked or answered there), half held out.
+    Completions are the families' templates; mode="generated" has each model answer greedily.
+    """
+    n = lambda full, tiny: tiny if smoke else full  # noqa: E731
+    half = {"source": "world", "in_corpus_fraction": 0.5}
+    return ConfigDict(
+        {
+            "seed": 0,
+            "families": {
+                "factual": {"type": "factual", "count": n(10, 2), "variants": ("question",)},
+                "arithmetic": {"type": "arithmetic", "count": n(6, 2), **half},
+                "slope": {"type": "slope", "count": n(6, 2), **half},
+                "linear": {"type": "linear", "count": n(6, 2), **half},
+                "factual_control": {"type": "factual_control", "count": n(4, 1)},
+                "reasoning_control": {"type": "reasoning_control", "count": n(6, 3)},
+            },
+            "completions": {
+                "mode": "template",  # or "generated": each model's greedy answer, graded
+                "models": (),  # generated: which models answer (empty = all)
+                "max_new_tokens": 64,
+                "batch_size": 8,
+                "stop": (),
+            },
+        }
+    )
+
+
+def scores(smoke: bool) -> ConfigDict:
+    """Influence scoring (`infljax.stages.scores.ScoresArgs`); layers are `factors.layers`."""
+    return ConfigDict(
+        {
+            "strategy": "ekfac",  # identity | diagonal | kfac | ekfac
+            "damping": {"scale": 0.1, "absolute": 0.0},
+            "rank": 32,  # per-layer rank of the query gradients; 0 = dense
+            "svd": "exact",  # or "randomized"
+            "oversample": 8,
+            "power_iterations": 2,
+            "query_batch_size": 16,
+            "batch_size": 8 if smoke else 64,
+            "contraction": "auto",  # auto | dense | lowrank
+            "partitions": 2 if smoke else 4,
+            "per_layer": True,
+            "self_influence": True,
+            "rescore_top_k": 3 if smoke else 10,
+            "per_token_top": 2 if smoke else 3,
+            "seed": 0,
+            "measurement": {"on_too_long": "error", "add_eos": False, "chat_template": ""},
+        }
+    )
+
+
+def analysis(smoke: bool) -> ConfigDict:
+    """The study's analyses (`infljax.analysis.study.AnalysisArgs`), k sized to the corpus: the
+    study's top 500 / 100 of 5M documents are far below 1%; here ~1,600 documents."""
+    return ConfigDict(
+        {
+            "models": (),  # empty = every model in config.models
+            "normalise": True,  # rank by score / doc_grad_norm (False: raw scores)
+            "answer_k": 5 if smoke else 10,  # F: top documents searched for the answer
+            "procedure_k": 5 if smoke else 20,  # G/H: top documents labelled
+            "power_law_k": 20 if smoke else 100,  # D
+            "magnitude_k": 10 if smoke else 50,  # E: top/bottom documents per query
+            "source_ks": (3, 10, 30) if smoke else (5, 10, 20, 50, 100, 200, 500),  # I
+            "dependency_percents": (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0),
+            "top_documents": 3 if smoke else 5,  # report: documents shown per query
+            "bottom_documents": 1 if smoke else 2,
+            "snippet_chars": 500,
         }
     )
 
@@ -73,8 +172,9 @@ def _train(smoke: bool, steps: int, lr: float) -> dict:
         "grad_clip": 1.0,
         "seed": 0,
         "held_out_fraction": 0.05,
-        "eval_every": 10 if smoke else 250,
-        "checkpoint_every": 10 if smoke else 500,
+        "packing": not smoke,
+        "eval_every": 10 if smoke else 100,
+        "checkpoint_every": 10 if smoke else 200,
     }
 
 
@@ -85,14 +185,14 @@ def small_model(smoke: bool) -> ConfigDict:
         "num_heads": 2,
         "d_ff": 32 if smoke else 256,
     }
-    return ConfigDict({"checkpoint": "", "model": model, "train": _train(smoke, 1500, 1e-2)})
+    return ConfigDict({"checkpoint": "", "model": model, "train": _train(smoke, 600, 1e-2)})
 
 
 def large_model(smoke: bool) -> ConfigDict:
     model = {
-        "d_model": 24 if smoke else 128,
+        "d_model": 24 if smoke else 96,
         "num_layers": 2 if smoke else 3,
         "num_heads": 2 if smoke else 4,
-        "d_ff": 48 if smoke else 512,
+        "d_ff": 48 if smoke else 384,
     }
-    return ConfigDict({"checkpoint": "", "model": model, "train": _train(smoke, 1500, 5e-3)})
+    return ConfigDict({"checkpoint": "", "model": model, "train": _train(smoke, 600, 5e-3)})

@@ -7,7 +7,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from infljax.pipeline import run_stages
-from infljax.platform import setup
+from infljax.platform import exit_on_user_error, setup
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Experiment config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
@@ -16,7 +16,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=Tr
 def main(argv):
     del argv
     setup()
-    run_stages(_CONFIG.value, _WORKDIR.value, only=["pretrain"])
+    with exit_on_user_error():
+        run_stages(_CONFIG.value, _WORKDIR.value, only=["pretrain"])
 
 
 if __name__ == "__main__":

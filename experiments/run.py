@@ -12,7 +12,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from infljax.pipeline import run_stages
-from infljax.platform import setup
+from infljax.platform import exit_on_user_error, setup
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Experiment config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
@@ -22,7 +22,8 @@ _STAGES = flags.DEFINE_list("stages", None, "Run only these stages (default: con
 def main(argv):
     del argv
     setup()
-    run_stages(_CONFIG.value, _WORKDIR.value, only=_STAGES.value)
+    with exit_on_user_error():
+        run_stages(_CONFIG.value, _WORKDIR.value, only=_STAGES.value)
 
 
 if __name__ == "__main__":

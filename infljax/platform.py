@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging as py_logging
 import os
+import sys
 
 import jax
 from absl import logging
+
+from infljax.checkpoints import StageConflict
+from infljax.data.readers import CorpusError
+from infljax.data.tokenization import TokenizerError
+
+# Errors the user must act on: shown as one message, not a traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (StageConflict, CorpusError, TokenizerError)
 
 QUIET_LIBRARIES = ("/orbax/", "/jax/_src/")
 
@@ -29,3 +38,13 @@ def setup(enable_x64: bool = False) -> None:
     logging.info(
         "JAX %s on %s (%d devices)", jax.__version__, jax.default_backend(), jax.device_count()
     )
+
+
+@contextlib.contextmanager
+def exit_on_user_error():
+    """Exit with the message of a USER_ERRORS exception instead of a traceback."""
+    try:
+        yield
+    except USER_ERRORS as error:
+        logging.error("%s", error)
+        sys.exit(1)

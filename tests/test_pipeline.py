@@ -1,0 +1,56 @@
+"""experiments/run.py on configs/demo.py:smoke end to end, then skip and refuse behaviour."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+
+def run(workdir: Path, *flags: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    cmd = [
+        sys.executable,
+        "experiments/run.py",
+        "--config=configs/demo.py:smoke",
+        f"--workdir={workdir}",
+        *flags,
+    ]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def smoke_workdir(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("smoke")
+    result = run(workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def test_smoke_run_writes_every_stage_output(smoke_workdir):
+    config = json.loads((smoke_workdir / "config.json").read_text())
+    assert (smoke_workdir / "corpus" / "tokens.npy").exists()
+    assert (smoke_workdir / "world" / "world.json").exists()
+    for name in config["models"]:
+        metrics = json.loads((smoke_workdir / "models" / name / "metrics.json").read_text())
+        assert metrics["final_held_out_loss"] > 0
+        assert (smoke_workdir / "models" / name / "params").is_dir()
+
+
+def test_rerun_skips_completed_stages(smoke_workdir):
+    before = (smoke_workdir / "models" / "small" / "metrics.json").stat().st_mtime_ns
+    result = run(smoke_workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "up to date" in result.stderr
+    assert (smoke_workdir / "models" / "small" / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_changed_arguments_are_refused_naming_the_argument(smoke_workdir):
+    result = run(smoke_workdir, "--config.corpus.max_length=24", "--stages=corpus")
+    assert result.returncode != 0
+    assert "corpus.max_length: 32 -> 24" in result.stderr
+    assert "overwrite" in result.stderr
