@@ -1,0 +1,143 @@
+"""Stage `analysis`: the study's analyses (STUDY.md A-I, ground truth) over every model's scores.
+
+Reads ``scores/<model>/`` (each model of ``config.models``, or ``config.analysis.models``),
+``queries.jsonl`` and ``corpus/documents.jsonl`` (+ ``world/world.json`` when present); writes
+``analysis/summary.json`` (every number the report shows), ``analysis/top_documents.json`` (the
+report's query browser) and the figures ``analysis/*.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from absl import logging
+from ml_collections import ConfigDict
+
+from infljax.analysis import figures
+from infljax.analysis.browser import browser_entries
+from infljax.analysis.cross_model import PairAnalysis, analyse_pairs
+from infljax.analysis.inputs import read_documents, read_model_scores
+from infljax.analysis.report import figure_name, pair_figure_name
+from infljax.analysis.study import AnalysisArgs, ModelAnalysis, analyse_model
+from infljax.analysis.summary import study_summary
+from infljax.checkpoints import begin_stage, finish_stage
+from infljax.pipeline import stage, write_json
+from infljax.workdir import (
+    analysis_dir,
+    corpus_dir,
+    model_dir,
+    queries_path,
+    scores_dir,
+    world_dir,
+)
+
+_ARG_FIELDS = tuple(f.name for f in dataclasses.fields(AnalysisArgs))
+_STAGE_FIELDS = ("models",)  # read by the stage itself
+
+
+def analysis_args(section: ConfigDict | None) -> AnalysisArgs:
+    """The typed arguments of ``config.analysis`` (defaults when the config has no section)."""
+    if section is None:
+        return AnalysisArgs()
+    values = section.to_dict()
+    unknown = sorted(set(values) - set(_ARG_FIELDS) - set(_STAGE_FIELDS))
+    if unknown:
+        raise ValueError(
+            f"config.analysis has unknown fields {unknown}; valid: {_ARG_FIELDS + _STAGE_FIELDS}"
+        )
+    return AnalysisArgs(**{k: v for k, v in values.items() if k in _ARG_FIELDS})
+
+
+def model_names(config: ConfigDict, workdir: Path) -> list[str]:
+    """The models to analyse (``config.analysis.models``, else every model of the config),
+    smaller first by ``metrics.json``'s parameter count, so that pairs read "small vs large"
+    (the study's 7B vs 35B) and magnitude ratios are larger ÷ smaller."""
+    section = config.get("analysis")
+    chosen = list(section.get("models", ()) or ()) if section is not None else []
+    names = chosen or list(config.models.keys())
+    unknown = [n for n in names if n not in config.models]
+    if unknown:
+        raise ValueError(
+            f"config.analysis.models names {unknown}, which are not in config.models "
+            f"({list(config.models.keys())})"
+        )
+    return sorted(names, key=lambda n: (_num_params(workdir, n), names.index(n)))
+
+
+def _num_params(workdir: Path, name: str) -> float:
+    path = model_dir(workdir, name) / "metrics.json"
+    if not path.is_file():
+        return float("inf")
+    return float(json.loads(path.read_text()).get("num_params") or float("inf"))
+
+
+def _fingerprint(paths: list[Path]) -> str:
+    """sha256 over small input files (and the size of large ones): changes when inputs do."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if not path.is_file():
+            continue
+        digest.update(path.name.encode())
+        if path.stat().st_size > 64 << 20:
+            digest.update(str(path.stat().st_size).encode())
+        else:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _inputs_fingerprint(workdir: Path, names: list[str]) -> dict[str, str]:
+    out = {"queries": _fingerprint([queries_path(workdir)])}
+    for name in names:
+        d = scores_dir(workdir, name)
+        files = ("query_nats.npy", "doc_grad_norms.npy", "args.json", "queries.jsonl", "scores.npy")
+        out[name] = _fingerprint([d / f for f in files])
+    return out
+
+
+@stage("analysis")
+def run(config: ConfigDict, workdir: Path) -> None:
+    args = analysis_args(config.get("analysis"))
+    names = model_names(config, workdir)
+    out = analysis_dir(workdir)
+    record = {
+        "args": dataclasses.asdict(args),
+        "models": names,
+        "inputs": _inputs_fingerprint(workdir, names),
+    }
+    if begin_stage(out, record, overwrite=config.overwrite):
+        logging.info("analysis: up to date in %s", out)
+        return
+    start = time.perf_counter()
+    table = read_documents(corpus_dir(workdir), world_dir(workdir) / "world.json")
+    scores = [read_model_scores(scores_dir(workdir, n), n, queries_path(workdir)) for n in names]
+    analyses = [analyse_model(s, table, args) for s in scores]
+    pairs = analyse_pairs(scores, args.normalise, args.magnitude_k)
+    summary = study_summary(analyses, pairs, table, args)
+    write_json(out / "summary.json", summary)
+    browser = {
+        m.name: browser_entries(m, table, s.per_token)
+        for s, m in zip(scores, analyses, strict=True)
+    }
+    write_json(out / "top_documents.json", browser)
+    write_figures(out, analyses, pairs, summary)
+    finish_stage(out)
+    logging.info("analysis: %d models in %.1fs -> %s", len(names), time.perf_counter() - start, out)
+
+
+def write_figures(
+    out: Path, analyses: list[ModelAnalysis], pairs: list[PairAnalysis], summary: dict
+) -> None:
+    """Every figure of every model and pair into `out` (figures without data are skipped)."""
+    by_name = {m.name: m for m in analyses}
+    for m in analyses:
+        for kind, png in figures.model_figures(m, summary["models"][m.name]).items():
+            (out / figure_name(m.name, kind)).write_bytes(png)
+    for p in pairs:
+        a = by_name[p.a]
+        families = [a.queries[r].family for r in p.rows_a]
+        png = figures.cross_model_figure(p, families, a.index.families)
+        (out / pair_figure_name(p.a, p.b)).write_bytes(png)

@@ -1,0 +1,64 @@
+"""Stage `report`: render ``report/index.html`` from the analysis outputs.
+
+Reads ``analysis/summary.json``, ``analysis/top_documents.json`` and ``analysis/*.png``, plus
+``models/<name>/metrics.json`` (held-out loss vs the unigram baseline) and ``corpus/stats.json``
+when present, and writes one self-contained page (figures embedded as base64 PNG).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from absl import logging
+from ml_collections import ConfigDict
+
+from infljax.analysis.report import ReportInputs, render_report
+from infljax.checkpoints import begin_stage, finish_stage
+from infljax.pipeline import stage
+from infljax.workdir import analysis_dir, corpus_dir, model_dir, report_dir
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def report_inputs(workdir: Path) -> ReportInputs:
+    """Everything the page shows, read from the workdir (analysis must have run)."""
+    analysis = analysis_dir(workdir)
+    summary = _read_json(analysis / "summary.json")
+    if summary is None:
+        raise FileNotFoundError(
+            f"no {analysis / 'summary.json'}; run the analysis stage before the report"
+        )
+    models = list(summary.get("models", {}))
+    return ReportInputs(
+        summary=summary,
+        figures={p.name: p.read_bytes() for p in sorted(analysis.glob("*.png"))},
+        browser=_read_json(analysis / "top_documents.json") or {},
+        metrics={m: _read_json(model_dir(workdir, m) / "metrics.json") or {} for m in models},
+        corpus_stats=_read_json(corpus_dir(workdir) / "stats.json"),
+    )
+
+
+def _digest(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("*")):
+        if path.is_file() and path.name != "args.json":
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+@stage("report")
+def run(config: ConfigDict, workdir: Path) -> None:
+    out = report_dir(workdir)
+    record = {"analysis": _digest(analysis_dir(workdir))}
+    if begin_stage(out, record, overwrite=config.overwrite):
+        logging.info("report: up to date in %s", out / "index.html")
+        return
+    page = render_report(report_inputs(workdir))
+    (out / "index.html").write_text(page, encoding="utf-8")
+    finish_stage(out)
+    logging.info("report: %s (%.0f kB)", (out / "index.html").absolute(), len(page) / 1024)
