@@ -59,7 +59,7 @@ def corpus(smoke: bool) -> ConfigDict:
         {
             "path": "",
             "on_bad": "skip",
-            "max_length": 32 if smoke else 128,
+            "max_length": 160 if smoke else 128,
             "packing": False,
             "tokenizer": {"train": True, "vocab_size": 300 if smoke else 512, "path": ""},
         }
@@ -143,7 +143,7 @@ def scores(smoke: bool) -> ConfigDict:
 
 def analysis(smoke: bool) -> ConfigDict:
     """The study's analyses (`infljax.analysis.study.AnalysisArgs`), k sized to the corpus: the
-    study's top 500 / 100 of 5M documents are far below 1%; here ~1,600 documents."""
+    study's top 500 / 100 of 5M documents are far below 1%; here ~1,300 documents."""
     return ConfigDict(
         {
             "models": (),  # empty = every model in config.models

@@ -2,7 +2,7 @@
 
 import importlib
 
-BUILTIN = ("world", "corpus", "pretrain")
+BUILTIN = ("world", "corpus", "pretrain", "factors", "queries", "scores", "analysis", "report")
 
 
 def load_builtin() -> None:

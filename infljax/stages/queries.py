@@ -1,0 +1,170 @@
+"""Stage `queries`: the configured query families (and query files) -> ``<workdir>/queries.jsonl``.
+
+``config.queries`` holds `seed`, `families` (label -> ``{"type": ..., "count": ..., **params}``,
+see `infljax.queries.registry`) and `completions` (`infljax.queries.CompletionArgs`). Families
+read the procedural world from ``<workdir>/world/world.json`` when it exists. With generated
+completions every listed model answers every query (one record per model, ``model`` set).
+
+Bookkeeping lives in ``<workdir>/queries/`` (``args.json``, ``queries.jsonl``, ``stats.json``);
+the finished file is copied to ``<workdir>/queries.jsonl``, the path later stages read.
+"""
+
+from __future__ import annotations
+
+import collections
+import shutil
+from pathlib import Path
+
+from absl import logging
+from ml_collections import ConfigDict
+
+from infljax.checkpoints import begin_stage, finish_stage
+from infljax.data.tokenization import load_tokenizer, text_only
+from infljax.data.world import World, read_world_json
+from infljax.models.io import load_model, read_model_config
+from infljax.pipeline import stage, write_json
+from infljax.queries import (
+    CompletionArgs,
+    FamilySpec,
+    Query,
+    build_families,
+    generate_completions,
+    generate_queries,
+    write_queries_jsonl,
+)
+from infljax.workdir import model_dir, queries_path, tokenizer_path, world_dir
+
+
+def stage_dir(workdir: Path) -> Path:
+    return Path(workdir) / "queries"
+
+
+@stage("queries")
+def run(config: ConfigDict, workdir: Path) -> None:
+    section = config.queries
+    specs = [FamilySpec.from_config(k, v) for k, v in section.families.to_dict().items()]
+    completions = CompletionArgs(**section.completions.to_dict())
+    names = _model_names(config, completions)
+    world = _read_world(workdir)
+    out = stage_dir(workdir)
+    record = _stage_record(config, world is not None, completions, names)
+    if begin_stage(out, record, overwrite=config.overwrite) and queries_path(workdir).is_file():
+        logging.info("queries: up to date in %s", out)
+        return
+    queries = generate_queries(specs, world, section.seed)
+    if completions.mode == "generated":
+        queries = _generate(config, workdir, queries, build_families(specs), completions, names)
+    write_queries_jsonl(queries, out / "queries.jsonl")
+    shutil.copyfile(out / "queries.jsonl", queries_path(workdir))
+    stats = query_stats(queries) | {"tokens": _token_lengths(config, workdir, queries, names)}
+    write_json(out / "stats.json", stats)
+    finish_stage(out)
+    logging.info("queries: %d written to %s; %s", len(queries), queries_path(workdir), stats)
+
+
+def _model_names(config: ConfigDict, completions: CompletionArgs) -> list[str]:
+    """The models that answer (generated) or whose context is checked: the listed ones, else
+    every model of the config."""
+    names = list(completions.models or config.models.keys())
+    unknown = [n for n in names if n not in config.models]
+    if unknown:
+        raise ValueError(
+            f"config.queries.completions.models names {unknown}; models: {list(config.models)}"
+        )
+    return names
+
+
+def _stage_record(config: ConfigDict, has_world: bool, completions, names) -> dict:
+    """What the queries depend on: their section, the world and (generated) the models."""
+    record = {"queries": config.queries.to_dict()}
+    record["world"] = config.world.to_dict() if has_world else None
+    if completions.mode == "generated":
+        record["models"] = {name: config.models[name].to_dict() for name in names}
+    return record
+
+
+def _read_world(workdir: Path) -> World | None:
+    path = world_dir(workdir) / "world.json"
+    return read_world_json(path) if path.is_file() else None
+
+
+def _tokenizer_file(config: ConfigDict, workdir: Path) -> Path | None:
+    trained = tokenizer_path(workdir)
+    if trained.is_file():
+        return trained
+    given = config.corpus.tokenizer.get("path", "")
+    return Path(given) if given else None
+
+
+def _generate(config, workdir, queries, families, completions, names) -> list[Query]:
+    """Every model in `names` answers every query; records are grouped by model."""
+    tokenizer_file = _tokenizer_file(config, workdir)
+    if tokenizer_file is None:
+        raise FileNotFoundError(
+            "queries: generated completions need the models' tokenizer; run the corpus stage "
+            "or set config.corpus.tokenizer.path"
+        )
+    tokenizer = load_tokenizer(tokenizer_file)
+    template = config.get("scores", {}).get("measurement", {}).get("chat_template", "")
+    format_prompt = (lambda p: template.replace("{prompt}", p)) if template else None
+    answered = []
+    for name in names:
+        directory = model_dir(workdir, name)
+        if not (directory / "model.json").is_file():
+            raise FileNotFoundError(
+                f"queries: no model {name!r} in {directory}; run the pretrain stage first or "
+                "name other models in config.queries.completions.models"
+            )
+        model = load_model(directory)
+        answered += generate_completions(
+            queries, model, tokenizer, name, completions, families, format_prompt
+        )
+        logging.info("queries: %s answered %s", name, _accuracy(answered, name))
+    return answered
+
+
+def query_stats(queries: list[Query]) -> dict:
+    """Counts per family (and per model), and each model's accuracy per family."""
+    per_family = collections.Counter(q.family for q in queries)
+    stats: dict = {"queries": len(queries), "families": dict(per_family)}
+    models = sorted({q.model for q in queries if q.model is not None})
+    if models:
+        stats["accuracy"] = {name: _accuracy(queries, name) for name in models}
+    return stats
+
+
+def _accuracy(queries: list[Query], model: str) -> dict[str, float]:
+    graded = collections.defaultdict(list)
+    for q in queries:
+        if q.model == model and q.correct is not None:
+            graded[q.family].append(q.correct)
+    return {family: sum(flags) / len(flags) for family, flags in sorted(graded.items())}
+
+
+def _token_lengths(config, workdir, queries, names) -> dict | None:
+    """The longest query in tokens (BOS + prompt + completion) next to each model's max_length;
+    a warning names the queries a model cannot measure."""
+    tokenizer_file = _tokenizer_file(config, workdir)
+    if tokenizer_file is None:
+        return None
+    encoder = text_only(load_tokenizer(tokenizer_file))
+
+    def length(q: Query) -> int:
+        ids = encoder.encode_batch([q.prompt, q.completion], add_special_tokens=False)
+        return 1 + len(ids[0].ids) + len(ids[1].ids)
+
+    lengths = {(q.id, q.model): length(q) for q in queries}
+    report: dict = {"longest": max(lengths.values(), default=0)}
+    for name in names:
+        if not (model_dir(workdir, name) / "model.json").is_file():
+            continue
+        limit = read_model_config(model_dir(workdir, name)).max_length
+        report[f"{name}_max_length"] = limit
+        too_long = sorted(i for (i, m), n in lengths.items() if n > limit and m in (None, name))
+        if too_long:
+            logging.warning(
+                "queries: %d queries are longer than model %s's max_length %d and cannot be "
+                "measured as they are: %s",
+                len(too_long), name, limit, too_long,
+            )  # fmt: skip
+    return report
