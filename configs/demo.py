@@ -59,7 +59,7 @@ def corpus(smoke: bool) -> ConfigDict:
         {
             "path": "",
             "on_bad": "skip",
-            "max_length": 160 if smoke else 128,
+            "max_length": 160,
             "packing": False,
             "tokenizer": {"train": True, "vocab_size": 300 if smoke else 512, "path": ""},
         }
@@ -78,7 +78,7 @@ def factors(smoke: bool) -> ConfigDict:
             "fisher": "true",  # "true": labels sampled from the model; "empirical": real labels
             "num_documents": 0,  # 0 = every corpus document
             "batch_size": 8 if smoke else 64,
-            "lambda_chunk": 8 if smoke else 16,  # sequences per per-sequence-gradient chunk
+            "lambda_chunk": 0,  # sequences per per-sequence-gradient chunk; 0 = auto
             "partitions": 2 if smoke else 4,  # resume granularity
             "seed": 0,
         }
@@ -136,6 +136,7 @@ def scores(smoke: bool) -> ConfigDict:
             "rescore_top_k": 3 if smoke else 10,
             "per_token_top": 2 if smoke else 3,
             "seed": 0,
+            # on_too_long: error | truncate (cut the prompt's start) | skip (leave the query out)
             "measurement": {"on_too_long": "error", "add_eos": False, "chat_template": ""},
         }
     )

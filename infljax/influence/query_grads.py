@@ -1,0 +1,248 @@
+"""Query gradients: per tracked layer, ∇ of each query's measurement, preconditioned, compressed.
+
+Per query q and layer, `G_q = Σ_t g_t a_tᵀ` ([d_out, d_in(+1)], from one capture), then the
+preconditioned gradient `P_q = IHVP(G_q)` with the chosen strategy (DESIGN §2). `P_q` is kept
+either dense (`DenseQueries`) or as a rank-r factorisation `P_q ≈ L_q R_qᵀ` (`LowRankQueries`,
+L = U·diag(s), R = V from an exact or randomized SVD), so that all queries fit beside a batch of
+documents in one pass over the corpus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from infljax.curvature import DampingArgs, Factors, precondition
+from infljax.distributed import shard_batch
+from infljax.influence.measurement import QueryTokens, completion_batch
+from infljax.models.capture import capture
+from infljax.models.losses import Batch
+
+SVD_METHODS = ("exact", "randomized")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DenseQueries:
+    """grads: [Q, d_out, d_in] preconditioned query gradients of one layer."""
+
+    grads: jax.Array
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(Q, d_out, d_in)."""
+        return tuple(self.grads.shape)
+
+    def dense(self) -> jax.Array:
+        return self.grads
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LowRankQueries:
+    """P_q ≈ left[q] @ right[q]ᵀ. left: [Q, d_out, r] (singular values folded in);
+    right: [Q, d_in, r] (orthonormal columns)."""
+
+    left: jax.Array
+    right: jax.Array
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(Q, d_out, d_in) of the matrices they represent."""
+        return (self.left.shape[0], self.left.shape[1], self.right.shape[1])
+
+    @property
+    def rank(self) -> int:
+        return self.left.shape[-1]
+
+    def dense(self) -> jax.Array:
+        """[Q, d_out, d_in]."""
+        return jnp.einsum("qok,qik->qoi", self.left, self.right)
+
+
+LayerQueries = DenseQueries | LowRankQueries
+
+
+@dataclasses.dataclass(frozen=True)
+class QueryArgs:
+    """How preconditioned query gradients are computed and stored.
+
+    Attributes:
+      rank: r of the per-layer factorisation; 0 keeps them dense. A rank at or above
+        min(d_out, d_in) is exact (the layer is then factorised at full rank).
+      svd: "exact" (batched SVD) or "randomized" (Halko et al. 2011 range finder).
+      oversample, power_iterations: randomized SVD only.
+      batch_size: queries per capture call (padded with empty rows to a fixed shape).
+      seed: randomized SVD only.
+    """
+
+    rank: int = 32
+    svd: str = "exact"
+    oversample: int = 8
+    power_iterations: int = 2
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.svd not in SVD_METHODS:
+            raise ValueError(f"QueryArgs.svd={self.svd!r}; valid: {SVD_METHODS}")
+        for name in ("rank", "oversample", "power_iterations"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"QueryArgs.{name} must be >= 0, got {getattr(self, name)}")
+        if self.batch_size < 1:
+            raise ValueError(f"QueryArgs.batch_size must be >= 1, got {self.batch_size}")
+
+
+@functools.lru_cache(maxsize=32)
+def make_query_grads_fn(
+    graphdef: nnx.GraphDef, layers: tuple[str, ...]
+) -> Callable[[nnx.State, Batch], dict[str, jax.Array]]:
+    """A jitted `(state, batch) -> {layer: [B, d_out, d_in]}` of per-sequence gradients."""
+
+    def grads(state, batch):
+        _, io = capture(nnx.merge(graphdef, state), batch, layers)
+        return {p: jnp.einsum("bto,bti->boi", x.g, x.a) for p, x in io.items()}
+
+    return jax.jit(grads)
+
+
+def query_gradients(
+    grads_fn: Callable,
+    state: nnx.State,
+    queries: QueryTokens,
+    batch_size: int,
+    mesh: jax.sharding.Mesh,
+) -> dict[str, np.ndarray]:
+    """{layer: [Q, d_out, d_in]} raw gradients of each query's measurement (host arrays).
+
+    Queries go through in chunks of `batch_size` rows (padded with empty rows, which have zero
+    gradient), sharded over the mesh's ``data`` axis.
+    """
+    size = -(-batch_size // mesh.shape["data"]) * mesh.shape["data"]
+    chunks = []
+    for start in range(0, queries.num_queries, size):
+        rows = np.arange(start, min(start + size, queries.num_queries))
+        batch = _padded(queries, rows, size)
+        out = jax.device_get(grads_fn(state, shard_batch(batch, mesh)))
+        chunks.append({p: g[: len(rows)] for p, g in out.items()})
+    return {p: np.concatenate([c[p] for c in chunks]) for p in chunks[0]}
+
+
+def _padded(queries: QueryTokens, rows: np.ndarray, size: int) -> Batch:
+    extra = size - len(rows)
+    pad = lambda x: np.concatenate([x[rows], np.zeros((extra, *x.shape[1:]), x.dtype)])  # noqa: E731
+    return completion_batch(pad(queries.tokens), pad(queries.prompt_lengths), pad(queries.lengths))
+
+
+def precondition_queries(
+    grads: dict[str, np.ndarray],
+    strategy: str,
+    factors: Factors | None = None,
+    damping: DampingArgs | None = None,
+) -> dict[str, jax.Array]:
+    """{layer: IHVP(G_q)}: each layer's gradients [Q, d_out, d_in] times the strategy's damped
+    inverse curvature (`infljax.curvature.precondition`; identity needs no factors)."""
+    damping = DampingArgs() if damping is None else damping
+    return {
+        p: precondition(strategy, None if factors is None else factors[p], jnp.asarray(g), damping)
+        for p, g in grads.items()
+    }
+
+
+def compress(
+    grads: dict[str, jax.Array], args: QueryArgs, offset: int = 0
+) -> dict[str, LayerQueries]:
+    """Dense (rank 0) or rank-r factors of each layer's preconditioned query gradients.
+
+    The randomized SVD's sketch of layer i is seeded by (seed, i, offset): `offset` is the index
+    of the first query, so chunks of queries get their own sketches.
+    """
+    if args.rank == 0:
+        return {p: DenseQueries(jnp.asarray(g)) for p, g in grads.items()}
+    out = {}
+    for i, (path, g) in enumerate(grads.items()):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(args.seed), i), offset)
+        out[path] = factorise(jnp.asarray(g), args, key)
+    return out
+
+
+def factorise(grads: jax.Array, args: QueryArgs, key: jax.Array) -> LowRankQueries:
+    """grads [Q, d_out, d_in] -> rank-min(r, d_out, d_in) factors (exact or randomized SVD)."""
+    rank = min(args.rank, *grads.shape[1:])
+    if args.svd == "exact" or rank == min(grads.shape[1:]):
+        u, s, vt = jnp.linalg.svd(grads, full_matrices=False)
+    else:
+        u, s, vt = _randomized_svd(grads, rank + args.oversample, args.power_iterations, key)
+    left = u[..., :rank] * s[:, None, :rank]
+    return LowRankQueries(left=left, right=jnp.swapaxes(vt[:, :rank, :], 1, 2))
+
+
+def _randomized_svd(m: jax.Array, width: int, power_iterations: int, key: jax.Array):
+    """Batched randomized SVD of m [Q, d_out, d_in] with a sketch of `width` columns."""
+    width = min(width, *m.shape[1:])
+    omega = jax.random.normal(key, (m.shape[0], m.shape[2], width), m.dtype)
+    basis, _ = jnp.linalg.qr(m @ omega)
+    for _ in range(power_iterations):  # sharpen the spectrum; QR keeps it well conditioned
+        basis, _ = jnp.linalg.qr(m @ jnp.linalg.qr(jnp.swapaxes(m, 1, 2) @ basis)[0])
+    u_small, s, vt = jnp.linalg.svd(jnp.swapaxes(basis, 1, 2) @ m, full_matrices=False)
+    return basis @ u_small, s, vt
+
+
+def prepare_queries(
+    grads_fn: Callable,
+    state: nnx.State,
+    queries: QueryTokens,
+    args: QueryArgs,
+    mesh: jax.sharding.Mesh,
+    strategy: str,
+    factors: Factors | None = None,
+    damping: DampingArgs | None = None,
+) -> dict[str, LayerQueries]:
+    """Gradients, preconditioning and compression, `args.batch_size` queries at a time, so the
+    dense [Q, d_out, d_in] gradients of all queries never exist at once (unless rank 0).
+
+    Equals `compress(precondition_queries(query_gradients(...)), args)`: every query is
+    factorised on its own.
+    """
+    parts = []
+    for start in range(0, queries.num_queries, args.batch_size):
+        chunk = queries.select(slice(start, start + args.batch_size))
+        grads = query_gradients(grads_fn, state, chunk, args.batch_size, mesh)
+        pre = precondition_queries(grads, strategy, factors, damping)
+        parts.append(jax.device_get(compress(pre, args, offset=start)))
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+
+
+def save_queries(path: str | Path, queries: dict[str, LayerQueries]) -> None:
+    """Write per-layer query gradients to one ``.npz`` (atomically: tmp file, then rename)."""
+    arrays = {}
+    for layer, q in queries.items():
+        fields = {"grads": q.grads} if isinstance(q, DenseQueries) else {
+            "left": q.left, "right": q.right}  # fmt: skip
+        arrays.update({f"{layer}::{k}": np.asarray(v) for k, v in fields.items()})
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load_queries(path: str | Path) -> dict[str, LayerQueries]:
+    """Read what `save_queries` wrote (layer order preserved)."""
+    with np.load(path) as data:
+        fields: dict[str, dict[str, np.ndarray]] = {}
+        for key in data.files:
+            layer, name = key.rsplit("::", 1)
+            fields.setdefault(layer, {})[name] = data[key]
+    return {
+        layer: DenseQueries(jnp.asarray(f["grads"]))
+        if "grads" in f
+        else LowRankQueries(jnp.asarray(f["left"]), jnp.asarray(f["right"]))
+        for layer, f in fields.items()
+    }

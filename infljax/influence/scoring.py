@@ -1,0 +1,236 @@
+"""The scoring pass: every query against every document in one stream over the corpus.
+
+Per batch of documents: one forward+backward with the real labels (capture), then, per tracked
+layer, the contraction of `a`, `g` with the query plan (`infljax.influence.contraction`), all
+inside one jit. The batch is split over the mesh's ``data`` axis with `jax.shard_map`; documents
+are independent, so nothing is reduced across devices and each device returns its documents'
+columns. Results do not depend on the batch size, the partitioning or the number of devices.
+
+score(q, m) = Σ_layers ⟨IHVP(∇ NLL_q), ∇ L_m⟩ (DESIGN §2): positive means adding document m to
+training would raise the query completion's log-probability.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from infljax.curvature import DampingArgs, Factors, precondition
+from infljax.data.corpus import TokenizedCorpus, iter_batches
+from infljax.distributed import replicate, shard_batch
+from infljax.influence import contraction
+from infljax.influence.query_grads import LayerQueries, LowRankQueries
+from infljax.models.capture import capture
+from infljax.models.losses import Batch
+
+Plan = dict[str, LayerQueries]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class BatchScores:
+    """Scores of one batch (device arrays) or of a range of documents (host arrays).
+
+    scores: [Q, B]; per_layer: [L, Q, B] (sums to `scores`); sq_norms: [B] ‖∇L_m‖² over the
+    tracked layers; self_influence: [B] ⟨IHVP(∇L_m), ∇L_m⟩ (zeros unless requested).
+    """
+
+    scores: jax.Array
+    per_layer: jax.Array
+    sq_norms: jax.Array
+    self_influence: jax.Array
+
+    def take(self, columns: slice | np.ndarray) -> BatchScores:
+        return BatchScores(
+            self.scores[:, columns],
+            self.per_layer[:, :, columns],
+            self.sq_norms[columns],
+            self.self_influence[columns],
+        )
+
+    @staticmethod
+    def concatenate(parts: Sequence[BatchScores]) -> BatchScores:
+        axes = BatchScores(1, 2, 0, 0)
+        return jax.tree.map(lambda ax, *xs: np.concatenate(xs, axis=ax), axes, *parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreArgs:
+    """The scoring pass.
+
+    Attributes:
+      batch_size: documents per forward+backward (a multiple of the mesh's data axis).
+      contraction: "auto" (cheaper by multiply-adds, per layer), "dense" or "lowrank".
+      self_influence: also compute ⟨IHVP(∇L_m), ∇L_m⟩ per document (forms G_m and
+        preconditions it: about one extra IHVP per document).
+      partitions: contiguous document ranges written separately (resume granularity).
+    """
+
+    batch_size: int = 32
+    contraction: str = "auto"
+    self_influence: bool = False
+    partitions: int = 1
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.partitions < 1:
+            raise ValueError(f"ScoreArgs.batch_size and partitions must be >= 1: {self}")
+        if self.contraction not in contraction.CONTRACTIONS:
+            raise ValueError(
+                f"ScoreArgs.contraction={self.contraction!r}; valid: {contraction.CONTRACTIONS}"
+            )
+
+
+def make_plan(
+    queries: dict[str, LayerQueries], args: ScoreArgs, seq: int
+) -> tuple[Plan, dict[str, str]]:
+    """(plan, {layer: "dense" | "lowrank"}): each layer's queries in the form its contraction
+    needs, chosen once for the batch shape [args.batch_size, seq]."""
+    choices = {
+        p: contraction.choose(q, args.batch_size, seq, args.contraction, args.self_influence)
+        for p, q in queries.items()
+    }
+    return {p: contraction.plan_layer(q, choices[p]) for p, q in queries.items()}, choices
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfInfluence:
+    """Turns on ⟨IHVP(∇L_m), ∇L_m⟩: the strategy and damping of the IHVP (see curvature)."""
+
+    strategy: str
+    damping: DampingArgs = DampingArgs()
+
+
+@functools.lru_cache(maxsize=32)
+def make_score_fn(
+    graphdef: nnx.GraphDef,
+    layers: tuple[str, ...],
+    mesh: jax.sharding.Mesh,
+    self_influence: SelfInfluence | None = None,
+) -> Callable[[nnx.State, Batch, Plan, Factors | None], BatchScores]:
+    """A jitted `(state, batch, plan, factors) -> BatchScores`, the batch split over ``data``.
+
+    State, plan and factors (used only for self-influence; may be None) are replicated and
+    passed as arguments, never baked into the compiled function as constants.
+    """
+
+    def local(state, batch, plan, factors):
+        _, io = capture(nnx.merge(graphdef, state), batch, layers)
+        results = [contraction.layer_scores(io[p], plan[p]) for p in layers]
+        per_layer = jnp.stack([scores for scores, _ in results])
+        return BatchScores(
+            scores=jnp.sum(per_layer, axis=0),
+            per_layer=per_layer,
+            sq_norms=sum(norms for _, norms in results),
+            self_influence=_self_influence(io, layers, self_influence, factors),
+        )
+
+    out_specs = BatchScores(P(None, "data"), P(None, None, "data"), P("data"), P("data"))
+    in_specs = (P(), P("data"), P(), P())
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_specs))
+
+
+def _self_influence(io, layers, how: SelfInfluence | None, factors) -> jax.Array:
+    """[B] Σ_layers ⟨IHVP(G_m), G_m⟩, or zeros when `how` is None."""
+    if how is None:
+        return jnp.zeros(io[layers[0]].g.shape[:1], io[layers[0]].g.dtype)
+    total = 0.0
+    for path in layers:
+        grads = contraction.sequence_grads(io[path])
+        layer_factors = None if factors is None else factors[path]
+        ihvp = precondition(how.strategy, layer_factors, grads, how.damping)
+        total = total + jnp.sum(ihvp * grads, axis=(1, 2))
+    return total
+
+
+def score_documents(
+    score_fn: Callable,
+    state: nnx.State,
+    plan: Plan,
+    corpus: TokenizedCorpus,
+    rows: tuple[int, int] | np.ndarray,
+    batch_size: int,
+    mesh: jax.sharding.Mesh,
+    factors: Factors | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> BatchScores:
+    """Scores of corpus rows (a (start, stop) range or explicit indices), as host arrays.
+
+    `factors` (replicated) feed self-influence only. `on_batch(num_documents)` is called after
+    each batch (progress bars). Dispatch runs one batch ahead of the host copy so the device
+    never waits for Python.
+    """
+    state, plan, factors = replicate((state, plan, factors), mesh)  # no-op when in place
+    parts, pending = [], None
+    for valid, batch in document_batches(corpus, rows, batch_size):
+        result = score_fn(state, shard_batch(batch, mesh), plan, factors)
+        if pending is not None:
+            parts.append(_fetch(*pending, on_batch))
+        pending = (result, valid)
+    if pending is not None:
+        parts.append(_fetch(*pending, on_batch))
+    if not parts:
+        raise ValueError(f"no documents in rows {rows}")
+    return BatchScores.concatenate(parts)
+
+
+def _fetch(result: BatchScores, valid: int, on_batch) -> BatchScores:
+    out = jax.device_get(result).take(slice(0, valid))
+    if on_batch is not None:
+        on_batch(valid)
+    return out
+
+
+def document_batches(
+    corpus: TokenizedCorpus, rows: tuple[int, int] | np.ndarray, batch_size: int
+) -> Iterator[tuple[int, Batch]]:
+    """(number of real rows, Batch) of fixed shape; the last is padded with zero-length rows."""
+    if isinstance(rows, tuple):
+        for indices, tokens, lengths in iter_batches(corpus, batch_size, *rows):
+            yield int(np.sum(indices >= 0)), Batch.from_documents(tokens, lengths)
+        return
+    rows = np.asarray(rows, np.int64)
+    for begin in range(0, len(rows), batch_size):
+        chunk = rows[begin : begin + batch_size]
+        tokens = np.full((batch_size, corpus.max_length), corpus.pad_id, np.int32)
+        lengths = np.zeros(batch_size, np.int32)
+        tokens[: len(chunk)], lengths[: len(chunk)] = corpus.tokens[chunk], corpus.lengths[chunk]
+        yield len(chunk), Batch.from_documents(tokens, lengths)
+
+
+def partition_bounds(num_documents: int, partitions: int) -> list[tuple[int, int]]:
+    """`partitions` contiguous (start, stop) ranges covering the documents, sizes within one."""
+    parts = min(partitions, max(num_documents, 1))
+    edges = [i * num_documents // parts for i in range(parts + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def doc_grad_norms(sq_norms: np.ndarray) -> np.ndarray:
+    """‖∇L_m‖ over the tracked layers: the denominator of the cosine-style ranking."""
+    return np.sqrt(np.maximum(sq_norms, 0.0))
+
+
+def memory_bytes(plan: Plan, local_batch: int, seq: int, itemsize: int) -> dict[str, int]:
+    """DESIGN §7b estimate per device: the query plan, one batch's captured `a` and `g`, and the
+    largest per-layer contraction intermediate (G_m dense, or the per-token projections)."""
+    queries = sum(x.size for q in plan.values() for x in jax.tree.leaves(q))
+    captured = sum(local_batch * seq * (q.shape[1] + q.shape[2]) for q in plan.values())
+    largest = 0
+    for q in plan.values():
+        num_queries, d_out, d_in = q.shape
+        if isinstance(q, LowRankQueries):
+            size = local_batch * seq * (2 * num_queries * q.rank + seq)
+        else:
+            size = local_batch * d_out * d_in
+        largest = max(largest, size)
+    return {
+        "queries": queries * itemsize,
+        "captured": captured * itemsize,
+        "contraction": largest * itemsize,
+    }

@@ -1,0 +1,428 @@
+"""Stage `scores`: every query against every document, for each model in the config.
+
+Per model, ``<workdir>/scores/<name>/`` holds (DESIGN §4):
+
+* ``scores.npy`` float32 [Q, N] raw scores, ``query_nats.npy`` [Q] (completion NLL),
+  ``doc_grad_norms.npy`` [N]; optionally ``per_layer.npy`` [L, Q, N] (sums to the scores),
+  ``self_influence.npy`` [N] and ``top_k.npz`` (each query's top-k document indices with their
+  low-rank and full-rank scores);
+* ``per_token.json``: for each query's top ``per_token_top`` documents, per-token scores that
+  sum to the document's score (list of {query_id, doc_id, tokens, scores, ...});
+* ``queries.jsonl`` (the query records in score-row order), ``query_grads.npz`` (the
+  preconditioned, compressed query gradients: a rerun reuses them), ``partitions/`` (one file
+  per finished document range: an interrupted run resumes there) and ``meta.json``
+  (layers, the contraction chosen per layer, timings, documents/s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import numpy as np
+from absl import logging
+from flax import nnx
+from ml_collections import ConfigDict
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+from infljax.checkpoints import ARGS_FILE, begin_stage, finish_stage
+from infljax.curvature import STRATEGIES, DampingArgs, load_factors
+from infljax.curvature.memory import device_memory_limit
+from infljax.data.corpus import TokenizedCorpus, load_corpus
+from infljax.data.tokenization import load_tokenizer, tokenizer_info
+from infljax.distributed import MeshArgs, make_mesh, replicate
+from infljax.influence import attribution, query_grads, scoring
+from infljax.influence.measurement import (
+    MeasurementArgs,
+    QueryText,
+    QueryTokens,
+    QueryTruncationWarning,
+    encode_queries,
+    make_nats_fn,
+    read_query_records,
+)
+from infljax.models.capture import select_layers
+from infljax.models.io import load_model
+from infljax.pipeline import stage, write_json
+from infljax.workdir import (
+    corpus_dir,
+    factors_dir,
+    model_dir,
+    queries_path,
+    scores_dir,
+    tokenizer_path,
+)
+
+QUERY_GRADS_FILE = "query_grads.npz"
+PARTITIONS_DIR = "partitions"
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoresArgs:
+    """Everything the scores stage does for one model.
+
+    Attributes:
+      layers: regexes of the tracked layers (the factors' layers).
+      strategy: one of STRATEGIES; damping_scale / damping_absolute as in infljax.curvature.
+      per_layer: write per_layer.npy.
+      rescore_top_k: re-score each query's top k documents with full-rank gradients (0: off).
+      per_token_top: per-token scores for each query's top documents (0: off).
+    """
+
+    layers: tuple[str, ...]
+    strategy: str = "ekfac"
+    damping_scale: float = 0.1
+    damping_absolute: float = 0.0
+    measurement: MeasurementArgs = MeasurementArgs()
+    queries: query_grads.QueryArgs = query_grads.QueryArgs()
+    scoring: scoring.ScoreArgs = scoring.ScoreArgs()
+    per_layer: bool = True
+    rescore_top_k: int = 0
+    per_token_top: int = 3
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"scores.strategy={self.strategy!r}; valid: {STRATEGIES}")
+        if self.rescore_top_k < 0 or self.per_token_top < 0:
+            raise ValueError("scores.rescore_top_k and scores.per_token_top must be >= 0")
+
+    @classmethod
+    def from_config(cls, config: ConfigDict) -> ScoresArgs:
+        s = config.scores
+        return cls(
+            layers=tuple(config.factors.layers),
+            strategy=s.strategy,
+            damping_scale=s.damping.scale,
+            damping_absolute=s.damping.absolute,
+            measurement=MeasurementArgs(**s.measurement.to_dict()),
+            queries=query_grads.QueryArgs(
+                rank=s.rank,
+                svd=s.svd,
+                oversample=s.oversample,
+                power_iterations=s.power_iterations,
+                batch_size=s.query_batch_size,
+                seed=s.seed,
+            ),
+            scoring=scoring.ScoreArgs(
+                batch_size=s.batch_size,
+                contraction=s.contraction,
+                self_influence=s.self_influence,
+                partitions=s.partitions,
+            ),
+            per_layer=s.per_layer,
+            rescore_top_k=s.rescore_top_k,
+            per_token_top=s.per_token_top,
+        )
+
+
+@stage("scores")
+def run(config: ConfigDict, workdir: Path) -> None:
+    args = ScoresArgs.from_config(config)
+    corpus = load_corpus(corpus_dir(workdir))
+    tokenizer = load_tokenizer(tokenizer_path(workdir))
+    mesh = make_mesh(MeshArgs(**config.mesh.to_dict()))
+    for name in config.models:
+        records = read_query_records(queries_path(workdir), model=name)
+        inputs = ModelInputs(
+            model_dir(workdir, name), factors_dir(workdir, name), corpus, tokenizer, records
+        )
+        score_model(name, inputs, args, mesh, scores_dir(workdir, name), config.overwrite)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ModelInputs:
+    """What one model's scoring reads: its directories, the corpus, tokenizer and queries."""
+
+    model_dir: Path
+    factors_dir: Path
+    corpus: TokenizedCorpus
+    tokenizer: Tokenizer
+    records: list[dict]
+
+
+def score_model(
+    name: str,
+    inputs: ModelInputs,
+    args: ScoresArgs,
+    mesh: jax.sharding.Mesh,
+    out: Path,
+    overwrite: bool = False,
+    stop_after: int | None = None,
+) -> None:
+    """Score every query of `inputs` against every corpus row with model `name`; write `out`.
+
+    Resumes from `out`'s query gradients and finished partitions. `stop_after` returns after
+    that many partitions have been written in this call (time-sliced jobs; resume tests).
+    """
+    if begin_stage(out, _record(inputs, args), overwrite=overwrite):
+        logging.info("scores %s: up to date in %s", name, out)
+        return
+    started = time.perf_counter()
+    model = load_model(inputs.model_dir)
+    tokens = _encode(name, inputs, args, model.cfg.max_length)
+    measured = set(tokens.query_ids)  # all of them, unless on_too_long="skip" left some out
+    _write_jsonl(out / "queries.jsonl", [r for r in inputs.records if r["id"] in measured])
+    graphdef, state = nnx.split(model)
+    state = replicate(state, mesh)
+    layers = select_layers(model, args.layers)
+    factors = _factors(inputs, args, layers)
+    queries = _query_plan(out, graphdef, state, tokens, layers, factors, args, mesh)
+    plan, choices = scoring.make_plan(queries, args.scoring, inputs.corpus.max_length)
+    logging.info("scores %s: contraction per layer %s", name, choices)
+    _check_memory(name, plan, args, inputs.corpus.max_length, mesh)
+    self_influence = (
+        scoring.SelfInfluence(args.strategy, _damping(args))
+        if args.scoring.self_influence
+        else None
+    )
+    score_fn = scoring.make_score_fn(graphdef, layers, mesh, self_influence)
+    factors = None if factors is None else replicate(factors, mesh)
+    progress = _score_partitions(
+        name, score_fn, (state, plan, factors), inputs.corpus, args, mesh, out, stop_after
+    )
+    if progress is None:
+        return
+    result = _assemble(out, args)
+    extras = _breakdowns(
+        out, graphdef, state, plan, tokens, layers, factors, inputs, args, mesh, result
+    )
+    extras.update(progress, seconds=round(time.perf_counter() - started, 2))
+    _write_meta(out, name, layers, choices, tokens, inputs.corpus, extras)
+    finish_stage(out)
+    logging.info("scores %s: %d x %d in %s", name, *result.scores.shape, out)
+
+
+def _record(inputs: ModelInputs, args: ScoresArgs) -> dict:
+    """The stage's arguments: its own, plus fingerprints of what it reads."""
+    return {
+        "args": dataclasses.asdict(args),
+        "queries_sha256": hashlib.sha256(
+            json.dumps(inputs.records, sort_keys=True).encode()
+        ).hexdigest(),
+        "model": _read_args(inputs.model_dir),
+        "factors": _read_args(inputs.factors_dir) if args.strategy != "identity" else None,
+        "corpus": {"documents": inputs.corpus.num_documents, "tokens": inputs.corpus.num_tokens},
+    }
+
+
+def _read_args(directory: Path) -> dict | None:
+    path = directory / ARGS_FILE
+    return json.loads(path.read_text())["args"] if path.is_file() else None
+
+
+def _encode(name: str, inputs: ModelInputs, args: ScoresArgs, max_length: int) -> QueryTokens:
+    queries = [QueryText.from_record(r) for r in inputs.records]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", QueryTruncationWarning)
+        tokens = encode_queries(
+            queries,
+            inputs.tokenizer,
+            tokenizer_info(inputs.tokenizer),
+            max_length,
+            args.measurement,
+        )
+    for w in caught:
+        logging.warning("scores %s: %s", name, w.message)
+    return tokens
+
+
+def _factors(inputs: ModelInputs, args: ScoresArgs, layers):
+    if args.strategy == "identity":
+        return None
+    factors = load_factors(inputs.factors_dir)
+    missing = [p for p in layers if p not in factors]
+    if missing:
+        raise ValueError(
+            f"the factors in {inputs.factors_dir} lack layers {missing}; fit factors for the "
+            "same layers (config.factors.layers) or use strategy='identity'"
+        )
+    return factors
+
+
+def _damping(args: ScoresArgs) -> DampingArgs:
+    return DampingArgs(scale=args.damping_scale, absolute=args.damping_absolute)
+
+
+def _query_plan(out, graphdef, state, tokens, layers, factors, args, mesh, rank=None):
+    """The preconditioned, compressed query gradients (read back when already written).
+
+    Also writes query_nats.npy. `rank` overrides args.queries.rank (0: the full-rank grads used
+    by re-scoring, never stored).
+    """
+    q_args = args.queries if rank is None else dataclasses.replace(args.queries, rank=rank)
+    path = out / QUERY_GRADS_FILE
+    if rank is None and path.is_file():
+        return query_grads.load_queries(path)
+    grads_fn = query_grads.make_query_grads_fn(graphdef, layers)
+    queries = query_grads.prepare_queries(
+        grads_fn, state, tokens, q_args, mesh, args.strategy, factors, _damping(args)
+    )
+    if rank is None:
+        nats = _query_nats(graphdef, state, tokens, q_args.batch_size, mesh)
+        np.save(out / "query_nats.npy", nats)
+        query_grads.save_queries(path, queries)
+    return queries
+
+
+def _query_nats(graphdef, state, tokens: QueryTokens, batch_size: int, mesh) -> np.ndarray:
+    nats_fn = make_nats_fn(graphdef)
+    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    parts = []
+    for start in range(0, tokens.num_queries, batch_size):
+        batch = jax.device_put(tokens.batch(slice(start, start + batch_size)), rep)
+        parts.append(np.asarray(jax.device_get(nats_fn(state, batch))))
+    return np.concatenate(parts)
+
+
+def _check_memory(name: str, plan, args: ScoresArgs, seq: int, mesh) -> None:
+    """Log the DESIGN §7b estimate; refuse, with the numbers, a plan the device cannot hold."""
+    local = -(-args.scoring.batch_size // mesh.shape["data"])
+    itemsize = jax.tree.leaves(plan)[0].dtype.itemsize
+    estimate = scoring.memory_bytes(plan, local, seq, itemsize)
+    lines = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in estimate.items())
+    logging.info("scores %s: memory per device (floor): %s", name, lines)
+    limit = device_memory_limit()
+    if limit is not None and sum(estimate.values()) > limit:
+        raise MemoryError(
+            f"scores {name}: {lines} exceeds the device's {limit / 2**20:.0f} MiB; lower "
+            "config.scores.batch_size or rank, or track fewer layers"
+        )
+
+
+def _score_partitions(name, score_fn, inputs, corpus, args, mesh, out, stop_after) -> dict | None:
+    """Score every unfinished partition. `inputs` = (state, plan, factors). Returns this call's
+    throughput once all are done, None when `stop_after` stopped it early."""
+    state, plan, factors = inputs
+    parts_dir = out / PARTITIONS_DIR
+    parts_dir.mkdir(exist_ok=True)
+    bounds = scoring.partition_bounds(corpus.num_documents, args.scoring.partitions)
+    todo = [i for i in range(len(bounds)) if not _part_path(out, i).is_file()]
+    remaining = sum(bounds[i][1] - bounds[i][0] for i in todo)
+    bar = tqdm(
+        total=corpus.num_documents,
+        initial=corpus.num_documents - remaining,
+        desc=f"scores {name}",
+        unit="doc",
+        mininterval=2.0,
+    )
+    started = time.perf_counter()
+    for count, i in enumerate(todo):
+        result = scoring.score_documents(
+            score_fn,
+            state,
+            plan,
+            corpus,
+            bounds[i],
+            args.scoring.batch_size,
+            mesh,
+            factors,
+            bar.update,
+        )
+        _save_part(_part_path(out, i), result)
+        if stop_after is not None and count + 1 >= stop_after and count + 1 < len(todo):
+            bar.close()
+            return None
+    bar.close()
+    seconds = time.perf_counter() - started
+    return {
+        "scoring_seconds": round(seconds, 2),
+        "documents_per_second": round(remaining / max(seconds, 1e-9), 1),
+    }
+
+
+def _part_path(out: Path, index: int) -> Path:
+    return out / PARTITIONS_DIR / f"part_{index:05d}.npz"
+
+
+def _save_part(path: Path, result: scoring.BatchScores) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **dataclasses.asdict(result))
+    tmp.replace(path)
+
+
+def _assemble(out: Path, args: ScoresArgs) -> scoring.BatchScores:
+    """Concatenate the partitions into the workdir's score files (compute dtype returned)."""
+    count = len(list((out / PARTITIONS_DIR).glob("part_*.npz")))
+    parts = []
+    for i in range(count):
+        with np.load(_part_path(out, i)) as data:
+            parts.append(scoring.BatchScores(**{k: data[k] for k in data.files}))
+    result = scoring.BatchScores.concatenate(parts)
+    np.save(out / "scores.npy", result.scores.astype(np.float32))
+    np.save(out / "doc_grad_norms.npy", scoring.doc_grad_norms(result.sq_norms))
+    if args.per_layer:
+        np.save(out / "per_layer.npy", result.per_layer.astype(np.float32))
+    if args.scoring.self_influence:
+        np.save(out / "self_influence.npy", result.self_influence)
+    return result
+
+
+def _breakdowns(out, graphdef, state, plan, tokens, layers, factors, inputs, args, mesh, result):
+    """Optional full-rank re-scoring of the top k and per-token scores of the top documents."""
+    extras = {}
+    batch_size = args.scoring.batch_size
+    if args.rescore_top_k and args.queries.rank:
+        top = attribution.top_documents(result.scores, args.rescore_top_k)
+        score_fn = scoring.make_score_fn(graphdef, layers, mesh)
+        rescored = []
+        for start in range(0, tokens.num_queries, args.queries.batch_size):
+            # One chunk of queries' full-rank gradients at a time: [chunk, d_out, d_in] per layer.
+            rows = slice(start, start + args.queries.batch_size)
+            chunk = tokens.select(rows)
+            full = _query_plan(out, graphdef, state, chunk, layers, factors, args, mesh, rank=0)
+            rescored.append(
+                attribution.rescore(
+                    score_fn, state, full, inputs.corpus, top[rows], batch_size, mesh
+                )
+            )
+        rescored = np.concatenate(rescored)
+        low = np.take_along_axis(result.scores, top, axis=1)
+        np.savez(out / "top_k.npz", indices=top, scores=low, full_rank_scores=rescored)
+        extras["top_k_pearson"] = float(np.corrcoef(low.ravel(), rescored.ravel())[0, 1])
+    if args.per_token_top:
+        top = attribution.top_documents(result.scores, args.per_token_top)
+        fn = attribution.make_token_scores_fn(graphdef, layers, mesh)
+        rows = np.unique(top)
+        per_token = attribution.token_scores(fn, state, plan, inputs.corpus, rows, batch_size, mesh)
+        records = attribution.token_attributions(per_token, rows, top, inputs.corpus)
+        _label(records, tokens, inputs)
+        write_json(out / "per_token.json", records)
+    return extras
+
+
+def _label(records: list[dict], tokens: QueryTokens, inputs: ModelInputs) -> None:
+    """Add query/document ids and token strings to per-token records (for the report)."""
+    decode = inputs.tokenizer.id_to_token
+    for r in records:
+        r["query_id"] = tokens.query_ids[r["query"]]
+        r["doc_id"] = inputs.corpus.documents[r["document"]].doc_id
+        r["token_ids"] = r["tokens"]
+        r["tokens"] = [inputs.tokenizer.decode([t]) or decode(t) or "" for t in r["token_ids"]]
+
+
+def _write_meta(out, name, layers, choices, tokens, corpus, extras) -> None:
+    write_json(
+        out / "meta.json",
+        {
+            "model": name,
+            "layers": list(layers),
+            "contraction": choices,
+            "query_ids": list(tokens.query_ids),
+            "truncated_queries": list(tokens.truncated),
+            "skipped_queries": list(tokens.skipped),
+            "num_documents": corpus.num_documents,
+            **extras,
+        },
+    )
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -1,0 +1,167 @@
+"""The scores stage on a tiny trained model: the workdir contract, the sign of influence,
+breakdowns that sum, resume after interruption, skip and refusal."""
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from infljax import training
+from infljax.checkpoints import StageConflict, is_complete
+from infljax.curvature import FactorArgs, fit_factors, save_factors
+from infljax.data.corpus import TokenizeArgs, save_corpus, tokenize_corpus
+from infljax.data.readers import Record
+from infljax.data.tokenization import save_tokenizer, train_bpe
+from infljax.distributed import make_mesh
+from infljax.influence.query_grads import QueryArgs
+from infljax.influence.scoring import ScoreArgs
+from infljax.models.capture import select_layers
+from infljax.models.decoder import DecoderConfig
+from infljax.models.io import load_model
+from infljax.models.losses import Batch
+from infljax.stages.pretrain import train_model
+from infljax.stages.scores import ModelInputs, ScoresArgs, score_model
+from infljax.workdir import corpus_dir, factors_dir, model_dir, scores_dir, tokenizer_path
+
+pytestmark = pytest.mark.slow  # trains a model and fits factors (~20 s)
+FLOAT32 = 1e-6  # scores.npy is float32; the per-token and top-k values are float64
+TEXTS = [
+    "The capital of Varno is Lusk.",
+    "Merro has a river called Tavik.",
+    "print(3 * 4) shows 12",
+    "x = 7 - 2 gives x = 5",
+    "The tallest mountain is Orrin.",
+    "A slope of 2 means up 2 per step.",
+    "web page about 42 cats",
+    "Solve 2x + 1 = 7: x = 3",
+    "Blue birds sing at dawn.",
+    "Old maps list 19 towns.",
+]
+QUERIES = [
+    {"id": "capital", "prompt": "The capital of Varno is", "completion": " Lusk."},
+    {"id": "solve", "prompt": "Solve 2x + 1 = 7:", "completion": " x = 3"},
+    {"id": "birds", "prompt": "Blue birds", "completion": " sing at dawn."},
+]  # fmt: skip
+ARGS = ScoresArgs(
+    layers=(r"blocks\.\d+\.mlp\..*",),
+    strategy="ekfac",
+    queries=QueryArgs(rank=2),
+    scoring=ScoreArgs(batch_size=4, partitions=3, self_influence=True),
+    rescore_top_k=2,
+    per_token_top=2,
+)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """corpus/ (BPE tokenizer), models/tiny (trained), factors/tiny (EK-FAC)."""
+    workdir = tmp_path_factory.mktemp("workdir")
+    tokenizer = train_bpe(TEXTS * 10, vocab_size=300)
+    records = [Record(doc_id=f"d{i}", source="web", text=t) for i, t in enumerate(TEXTS)]
+    corpus, _ = tokenize_corpus(records, tokenizer, TokenizeArgs(max_length=32))
+    save_corpus(corpus_dir(workdir), corpus)
+    save_tokenizer(tokenizer, tokenizer_path(workdir))
+    cfg = DecoderConfig(300, 16, 2, 2, 32, 32, param_dtype="float64")
+    args = training.TrainArgs(steps=60, batch_size=4, warmup_steps=5, eval_every=60,
+                              checkpoint_every=1000, held_out_fraction=0.0)  # fmt: skip
+    mesh = make_mesh(devices=jax.devices()[:2])
+    train_model("tiny", cfg, args, corpus, mesh, model_dir(workdir, "tiny"))
+    model = load_model(model_dir(workdir, "tiny"))
+    batches = [Batch.from_documents(corpus.tokens, corpus.lengths)]
+    factors = fit_factors(model, select_layers(model), batches, FactorArgs(), mesh)
+    save_factors(factors_dir(workdir, "tiny"), factors)
+    return workdir, ModelInputs(model_dir(workdir, "tiny"), factors_dir(workdir, "tiny"), corpus,
+                                tokenizer, QUERIES)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def scored(workdir):
+    root, inputs = workdir
+    out = scores_dir(root, "tiny")
+    score_model("tiny", inputs, ARGS, make_mesh(devices=jax.devices()[:2]), out)
+    return out, inputs
+
+
+def test_outputs_follow_the_workdir_contract(scored):
+    out, inputs = scored
+    q, n = len(QUERIES), inputs.corpus.num_documents
+    scores = np.load(out / "scores.npy")
+    assert scores.dtype == np.float32 and scores.shape == (q, n)
+    assert np.load(out / "query_nats.npy").shape == (q,) and np.all(
+        np.load(out / "query_nats.npy") > 0
+    )
+    assert np.load(out / "doc_grad_norms.npy").shape == (n,)
+    per_layer = np.load(out / "per_layer.npy")
+    assert per_layer.shape == (4, q, n)
+    np.testing.assert_allclose(
+        per_layer.sum(0), scores, rtol=FLOAT32, atol=FLOAT32 * np.abs(scores).max()
+    )
+    assert np.all(np.load(out / "self_influence.npy") > 0)
+    meta = json.loads((out / "meta.json").read_text())
+    assert set(meta["contraction"].values()) <= {"dense", "lowrank"} and meta["query_ids"] == [
+        r["id"] for r in QUERIES]  # fmt: skip
+    lines = (out / "queries.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == meta["query_ids"]
+    assert is_complete(out)
+
+
+def test_a_document_equal_to_the_query_scores_positive_and_ranks_first(scored):
+    out, inputs = scored
+    scores = np.load(out / "scores.npy")
+    for row, text_index in ((0, 0), (1, 7), (2, 8)):  # the corpus rows equal to each query
+        assert scores[row, text_index] > 0
+        assert np.argmax(scores[row]) == text_index, (row, scores[row])
+
+
+def test_per_token_scores_sum_to_the_document_score(scored):
+    out, _ = scored
+    scores = np.load(out / "scores.npy")
+    records = json.loads((out / "per_token.json").read_text())
+    assert len(records) == len(QUERIES) * ARGS.per_token_top
+    for r in records:
+        assert len(r["tokens"]) == len(r["scores"]) == len(r["token_ids"])
+        np.testing.assert_allclose(sum(r["scores"]), r["score"], rtol=1e-10)
+        np.testing.assert_allclose(r["score"], scores[r["query"], r["document"]], rtol=FLOAT32)
+        assert r["query_id"] == QUERIES[r["query"]]["id"] and r["doc_id"] == f"d{r['document']}"
+
+
+def test_top_k_full_rank_rescores_match_a_dense_run(scored, workdir, tmp_path):
+    out, inputs = scored
+    top = np.load(out / "top_k.npz")
+    # A dense run without self-influence: the same compiled scoring step as the re-scoring.
+    dense_args = dataclasses.replace(
+        ARGS,
+        queries=QueryArgs(rank=0),
+        scoring=dataclasses.replace(ARGS.scoring, self_influence=False),
+        rescore_top_k=0,
+        per_token_top=0,
+    )
+    score_model("tiny", inputs, dense_args, make_mesh(devices=jax.devices()[:2]), tmp_path)
+    dense = np.load(tmp_path / "scores.npy")
+    expected = np.take_along_axis(dense, top["indices"], axis=1)
+    np.testing.assert_allclose(top["full_rank_scores"], expected, rtol=FLOAT32)
+    assert not np.allclose(top["scores"], top["full_rank_scores"], rtol=1e-3)  # rank 2 < full
+
+
+def test_interrupted_scoring_resumes_to_identical_outputs(scored, tmp_path):
+    out, inputs = scored
+    mesh = make_mesh(devices=jax.devices()[:2])
+    score_model("tiny", inputs, ARGS, mesh, tmp_path, stop_after=1)
+    assert not is_complete(tmp_path) and len(list((tmp_path / "partitions").iterdir())) == 1
+    score_model("tiny", inputs, ARGS, mesh, tmp_path)
+    assert is_complete(tmp_path)
+    for name in ("scores.npy", "doc_grad_norms.npy", "query_nats.npy", "per_layer.npy"):
+        np.testing.assert_array_equal(np.load(tmp_path / name), np.load(out / name))
+
+
+def test_complete_outputs_are_skipped_and_changed_arguments_refused(scored):
+    out, inputs = scored
+    mesh = make_mesh(devices=jax.devices()[:2])
+    before = (out / "scores.npy").stat().st_mtime_ns
+    score_model("tiny", inputs, ARGS, mesh, out)
+    assert (out / "scores.npy").stat().st_mtime_ns == before
+    changed = dataclasses.replace(ARGS, queries=QueryArgs(rank=3))
+    with pytest.raises(StageConflict, match=r"rank: 2 -> 3"):
+        score_model("tiny", inputs, changed, mesh, out)
