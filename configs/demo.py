@@ -18,7 +18,16 @@ def get_config(arg: str | None = None) -> ConfigDict:
         raise ValueError(f"configs/demo.py: unknown variant {arg!r}; valid: {VARIANTS}")
     smoke = arg == "smoke"
     config = ConfigDict()
-    config.stages = ("world", "corpus", "pretrain", "factors", "queries", "scores")
+    config.stages = (
+        "world",
+        "corpus",
+        "pretrain",
+        "factors",
+        "queries",
+        "scores",
+        "analysis",
+        "report",
+    )
     config.overwrite = False
     config.mesh = ConfigDict({"data": -1, "model": 1})
     config.world = world(smoke)

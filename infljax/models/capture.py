@@ -69,7 +69,10 @@ def capture(
     """Summed NLL of the batch and {layer_path: LayerIO} for the selected layers.
 
     With `sample_key`, the labels are sampled from the model's own predictions (true Fisher);
-    otherwise `batch.targets` are used. The loss is summed over sequences, so `g` of one sequence
+    otherwise `batch.targets` are used. `sample_key` is one typed key for the whole batch, or
+    keys [B] with one key per sequence: then a sequence's labels depend only on its own key and
+    logits, not on the batch it sits in (what the curvature passes need to be invariant to batch
+    size, partitions and devices). The loss is summed over sequences, so `g` of one sequence
     depends only on that sequence and per-sequence gradients are sums over its tokens.
     """
     graphdef, state = nnx.split(model)
@@ -79,11 +82,23 @@ def capture(
         # A fresh module per trace level: nnx modules may not be mutated across JAX traces.
         fresh = nnx.merge(graphdef, state)
         logits, inputs = nnx.capture(fresh, nnx.Intermediate, init=perturbations)(batch.inputs)
-        targets = None if sample_key is None else sample_targets(sample_key, logits)
+        targets = None if sample_key is None else _sample(sample_key, logits)
         return summed_nll(logits, batch, targets), inputs
 
     (loss, inputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(perturbations)
     return loss, {path: _layer_io(model, inputs, grads, path) for path in layers}
+
+
+def _sample(key: jax.Array, logits: jax.Array) -> jax.Array:
+    """Labels [B, T] from logits [B, T, V]: one key for the batch, or keys [B] (one per row)."""
+    if key.ndim == 0:
+        return sample_targets(key, logits)
+    if key.shape != logits.shape[:1]:
+        raise ValueError(
+            f"sample_key must be one key or one key per sequence ({logits.shape[0]}), "
+            f"got shape {key.shape}"
+        )
+    return jax.vmap(sample_targets)(key, logits)
 
 
 def _layer_io(model, inputs, grads, path: str) -> LayerIO:

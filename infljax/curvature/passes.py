@@ -1,0 +1,267 @@
+"""The two data passes of EK-FAC fitting and `fit_factors`, which runs them end to end.
+
+Each pass is one jitted step per batch: a `jax.shard_map` over the mesh's ``data`` axis runs
+`capture` on the local rows (parameters replicated), reduces the statistics inside the same jit
+and `psum`s them, so `a` and `g` never leave the device (DESIGN §6, §7). True-Fisher labels are
+sampled with one key per sequence, `fold_in(key(seed), row)`, so they do not depend on the batch
+size, the partitioning or the number of devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+from infljax.curvature import statistics
+from infljax.curvature.eigen import eigendecompose
+from infljax.curvature.state import (
+    Counts,
+    CovarianceSums,
+    Eigenbasis,
+    Factors,
+    LambdaSums,
+    Statistics,
+    build_factors,
+    zero_covariance,
+    zero_lambdas,
+)
+from infljax.distributed import replicate, shard_batch
+from infljax.models.capture import capture, layer_module
+from infljax.models.losses import Batch
+
+FISHERS = ("true", "empirical")
+AUTO_CHUNK = 16  # lambda chunk on accelerators when FactorArgs.lambda_chunk = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class FactorArgs:
+    """How factors are fitted.
+
+    Attributes:
+      fisher: "true" (labels sampled from the model, one sample per token) or "empirical"
+        (the real next tokens).
+      seed: seeds the sampled labels (sequence `row` uses `fold_in(key(seed), row)`).
+      lambda_chunk: sequences whose per-sequence gradients exist at once in the lambda pass
+        (per device); memory grows as lambda_chunk · d_out · d_in per layer. 0 = automatic:
+        1 on CPU (XLA:CPU runs one 2-D product per sequence fastest), AUTO_CHUNK elsewhere.
+        Results do not depend on it.
+    """
+
+    fisher: str = "true"
+    seed: int = 0
+    lambda_chunk: int = 0
+
+    def chunk_for(self, mesh: Mesh) -> int:
+        """The lambda chunk used on `mesh` (resolves 0 = automatic)."""
+        if self.lambda_chunk:
+            return self.lambda_chunk
+        return 1 if mesh.devices.flat[0].platform == "cpu" else AUTO_CHUNK
+
+    def __post_init__(self):
+        if self.fisher not in FISHERS:
+            raise ValueError(f"FactorArgs.fisher={self.fisher!r}; valid: {FISHERS}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"FactorArgs.seed must be in [0, 2**32), got {self.seed}")
+        if self.lambda_chunk < 0:
+            raise ValueError(f"FactorArgs.lambda_chunk must be >= 0, got {self.lambda_chunk}")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class RowBatch:
+    """A batch and the corpus row of each of its sequences.
+
+    rows: [B] int, -1 for padding rows; the row seeds the sequence's sampled labels.
+    """
+
+    rows: jax.Array
+    batch: Batch
+
+
+def layer_shapes(model: nnx.Module, layers: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """{path: (d_out, d_in)} of each layer's gradient; d_in counts the bias coordinate."""
+    shapes = {}
+    for path in layers:
+        module = layer_module(model, path)
+        d_in, d_out = module.kernel[...].shape
+        shapes[path] = (d_out, d_in + (module.bias is not None))
+    return shapes
+
+
+def check_finite_parameters(model: nnx.Module) -> None:
+    """Raise ValueError naming every parameter (layer path + name) that holds NaN or inf."""
+    params = nnx.state(model, nnx.Param)
+    finite = jax.device_get(_all_finite(params))
+    bad = [
+        jax.tree_util.keystr(path, simple=True, separator=".").removesuffix(".value")
+        for path, ok in jax.tree_util.tree_leaves_with_path(finite)
+        if not ok
+    ]
+    if bad:
+        raise ValueError(
+            f"non-finite (NaN/inf) parameters: {bad}. Factors fitted from them would be "
+            "meaningless; load a healthy checkpoint (or fix the conversion) before fitting."
+        )
+
+
+@jax.jit
+def _all_finite(tree):
+    return jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), tree)
+
+
+def label_keys(seed: jax.Array | int, rows: jax.Array) -> jax.Array:
+    """Keys [B] for true-Fisher labels: `fold_in(key(seed), row)` (padding rows -1 use row 0)."""
+    base = jax.random.key(seed)
+    return jax.vmap(lambda r: jax.random.fold_in(base, r))(jnp.maximum(rows, 0))
+
+
+def _sample_key(fisher: str, seed: jax.Array, rows: jax.Array) -> jax.Array | None:
+    return None if fisher == "empirical" else label_keys(seed, rows)
+
+
+def _sharded_step(local: Callable, mesh: Mesh, replicated_args: int) -> Callable:
+    """shard_map `local(*replicated, row_batch)`: replicated inputs, batch split over data."""
+    in_specs = (P(),) * replicated_args + (P("data"),)
+    return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=P())
+
+
+_STATIC = ("graphdef", "layers", "mesh", "fisher")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC, donate_argnames=("sums",))
+def covariance_step(params, sums, seed, row_batch: RowBatch, *, graphdef, layers, mesh, fisher):
+    """sums + this batch's Σ a aᵀ, Σ g gᵀ; and int32 [2] (tokens, sequences) of the batch."""
+
+    def local(params, seed, rb: RowBatch):
+        model = nnx.merge(graphdef, params)
+        _, io = capture(model, rb.batch, layers, sample_key=_sample_key(fisher, seed, rb.rows))
+        mask = rb.batch.mask
+        new = {p: statistics.covariance_sums(io[p], mask) for p in layers}
+        return jax.lax.psum((new, statistics.batch_counts(mask)), "data")
+
+    new, counts = _sharded_step(local, mesh, 2)(params, seed, row_batch)
+    return jax.tree.map(jnp.add, sums, new), counts
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC + ("chunk",), donate_argnames=("sums",))
+def lambda_step(
+    params, bases, sums, seed, row_batch: RowBatch, *, graphdef, layers, mesh, fisher, chunk
+):
+    """sums + this batch's Σ (Q_Sᵀ G Q_A)², Σ G²; and int32 [2] (tokens, sequences)."""
+
+    def local(params, bases, seed, rb: RowBatch):
+        model = nnx.merge(graphdef, params)
+        _, io = capture(model, rb.batch, layers, sample_key=_sample_key(fisher, seed, rb.rows))
+        mask = rb.batch.mask
+        new = {p: statistics.lambda_sums(io[p], mask, bases[p], chunk) for p in layers}
+        return jax.lax.psum((new, statistics.batch_counts(mask)), "data")
+
+    new, counts = _sharded_step(local, mesh, 3)(params, bases, seed, row_batch)
+    return jax.tree.map(jnp.add, sums, new), counts
+
+
+def with_rows(batches: Iterable[Batch | RowBatch]) -> Iterator[RowBatch]:
+    """RowBatches; a plain Batch's rows are its positions in the stream of sequences."""
+    offset = 0
+    for item in batches:
+        if isinstance(item, Batch):
+            item = RowBatch(np.arange(offset, offset + item.inputs.shape[0]), item)
+        offset += item.rows.shape[0]
+        yield RowBatch(np.asarray(item.rows, np.int32), item.batch)  # one dtype: one compile
+
+
+def _run_pass(step: Callable, sums, batches, mesh: Mesh, progress) -> Statistics:
+    counts = []
+    for row_batch in with_rows(batches):
+        sums, batch_counts = step(sums, shard_batch(row_batch, mesh))
+        counts.append(batch_counts)
+        if progress is not None:
+            progress(int(np.sum(np.asarray(row_batch.rows) >= 0)))
+    total = np.sum(np.asarray(jax.device_get(counts), np.int64).reshape(-1, 2), axis=0)
+    return Statistics(jax.device_get(sums), Counts(int(total[0]), int(total[1])))
+
+
+def factor_dtype(model: nnx.Module, layers: Sequence[str]) -> jnp.dtype:
+    """The dtype statistics and factors are kept in: the layers' dtype, at least float32."""
+    return statistics.stats_dtype(layer_module(model, layers[0]).kernel[...].dtype)
+
+
+def _split(model: nnx.Module, layers: Sequence[str], mesh: Mesh):
+    graphdef, params = nnx.split(model)
+    shapes = layer_shapes(model, layers)
+    return graphdef, replicate(params, mesh), shapes, factor_dtype(model, layers)
+
+
+def covariance_pass(
+    model: nnx.Module,
+    layers: Sequence[str],
+    batches: Iterable[Batch | RowBatch],
+    args: FactorArgs,
+    mesh: Mesh,
+    progress: Callable[[int], None] | None = None,
+) -> Statistics[CovarianceSums]:
+    """Σ a aᵀ, Σ g gᵀ and the counts over `batches` (each batch size divisible by mesh data)."""
+    graphdef, params, shapes, dtype = _split(model, layers, mesh)
+    static = dict(graphdef=graphdef, layers=tuple(layers), mesh=mesh, fisher=args.fisher)
+    seed = jnp.asarray(args.seed, jnp.uint32)
+
+    def step(sums, row_batch):
+        return covariance_step(params, sums, seed, row_batch, **static)
+
+    sums = replicate(zero_covariance(shapes, dtype), mesh)
+    return _run_pass(step, sums, batches, mesh, progress)
+
+
+def lambda_pass(
+    model: nnx.Module,
+    layers: Sequence[str],
+    bases: dict[str, Eigenbasis],
+    batches: Iterable[Batch | RowBatch],
+    args: FactorArgs,
+    mesh: Mesh,
+    progress: Callable[[int], None] | None = None,
+) -> Statistics[LambdaSums]:
+    """Σ (Q_Sᵀ G Q_A)², Σ G² over sequences and the counts, in the eigenbases `bases`."""
+    graphdef, params, shapes, dtype = _split(model, layers, mesh)
+    static = dict(graphdef=graphdef, layers=tuple(layers), mesh=mesh, fisher=args.fisher)
+    static["chunk"] = args.chunk_for(mesh)
+    seed = jnp.asarray(args.seed, jnp.uint32)
+    bases = replicate({p: bases[p] for p in layers}, mesh)
+
+    def step(sums, row_batch):
+        return lambda_step(params, bases, sums, seed, row_batch, **static)
+
+    sums = replicate(zero_lambdas(shapes, dtype), mesh)
+    return _run_pass(step, sums, batches, mesh, progress)
+
+
+def fit_factors(
+    model: nnx.Module,
+    layers: Sequence[str],
+    batches: Iterable[Batch | RowBatch],
+    args: FactorArgs,
+    mesh: Mesh,
+) -> Factors:
+    """EK-FAC factors of `layers`: covariance pass, eigendecomposition, lambda pass.
+
+    `batches` is read twice, so it must be re-iterable (a list, not a generator). Pure: no disk.
+    Raises ValueError naming the layer when a parameter is non-finite.
+    """
+    if iter(batches) is batches:
+        raise TypeError(
+            "fit_factors reads the batches twice (covariance, then lambdas); pass a list or "
+            "another re-iterable collection, not an iterator/generator"
+        )
+    check_finite_parameters(model)
+    covariance = covariance_pass(model, layers, batches, args, mesh)
+    bases = eigendecompose(covariance)
+    lambdas = lambda_pass(model, layers, bases, batches, args, mesh)
+    return build_factors(covariance, bases, lambdas)

@@ -1,0 +1,158 @@
+"""EK-FAC fitting against brute force from explicit per-sequence gradients (float64).
+
+Tolerances: exactness and invariance 1e-10 relative (float64; only summation order differs).
+"""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from infljax.curvature import (
+    DampingArgs,
+    FactorArgs,
+    NonFiniteFactorError,
+    check_finite_parameters,
+    curvature_eigenvalues,
+    curvature_matrix,
+    fit_factors,
+    precondition,
+    safe_eigh,
+)
+from infljax.curvature.exact import exact_fisher, per_sequence_gradients
+from infljax.distributed import make_mesh
+from infljax.models.losses import Batch
+from infljax.stages.factors import row_batches
+
+from .conftest import ARGS, NUM_ROWS, SEED, reference_batches
+
+RTOL = 1e-10
+
+
+def one_device():
+    return make_mesh(devices=jax.devices()[:1])
+
+
+def close(x, y, rtol=RTOL) -> bool:
+    x, y = np.asarray(x), np.asarray(y)
+    return np.linalg.norm(x - y) <= rtol * max(np.linalg.norm(y), 1e-300)
+
+
+def eigenbasis(f) -> np.ndarray:
+    """Q = Q_S ⊗ Q_A: columns are the eigenbasis for row-major vec([d_out, d_in])."""
+    return np.kron(np.asarray(f.s_eigvecs), np.asarray(f.a_eigvecs))
+
+
+def undamped(strategy: str, f) -> np.ndarray:
+    q = eigenbasis(f)
+    return (q * np.asarray(curvature_eigenvalues(strategy, f)).ravel()) @ q.T
+
+
+def test_kfac_equals_the_exact_fisher_for_one_sequence_of_one_token(trained_model, layers):
+    # T = 1: the only token is real and its prediction is scored, so A = a aᵀ, S = g gᵀ.
+    batch = Batch(np.array([[5]]), np.array([[9]]), np.array([[1.0]]))
+    args = FactorArgs(fisher="empirical", lambda_chunk=1)
+    factors = fit_factors(trained_model, layers, [batch], args, one_device())
+    grads = per_sequence_gradients(trained_model, batch, batch.targets, layers)
+    for path in layers:
+        fisher = exact_fisher(grads[path], 1)
+        assert close(undamped("kfac", factors[path]), fisher), path
+        assert close(undamped("ekfac", factors[path]), fisher), path
+
+
+def test_lambdas_and_diagonal_equal_brute_force(factors, brute_force, corpus, layers):
+    real = corpus.lengths[corpus.lengths > 1]  # a length-1 row has no scored prediction
+    for path in layers:
+        fisher, f = brute_force[path], factors[path]
+        q = eigenbasis(f)
+        assert close(f.lambdas.ravel(), np.diag(q.T @ fisher @ q)), path
+        assert close(f.diagonal.ravel(), np.diag(fisher)), path
+        assert np.all(np.asarray(f.lambdas) >= 0), path
+    assert np.isclose(factors[layers[0]].tokens_per_sequence, real.mean(), rtol=RTOL)
+
+
+def test_ekfac_is_closer_to_the_exact_fisher_than_scale_matched_kfac(factors, brute_force):
+    for path, fisher in brute_force.items():
+        ekfac, kfac = undamped("ekfac", factors[path]), undamped("kfac", factors[path])
+        scale = np.sum(fisher * kfac) / np.sum(kfac * kfac)  # K-FAC's best scale
+        ekfac_error = np.linalg.norm(fisher - ekfac)
+        kfac_error = np.linalg.norm(fisher - scale * kfac)
+        assert ekfac_error <= kfac_error * (1 + RTOL), path
+        assert ekfac_error < np.linalg.norm(fisher), path  # informative, not trivially zero
+
+
+@pytest.mark.parametrize("strategy", ["ekfac", "kfac", "diagonal", "identity"])
+def test_damped_matrix_times_ihvp_returns_v(factors, layers, strategy):
+    f = factors[layers[1]]
+    v = np.random.default_rng(0).normal(size=f.shape)
+    for damping in (DampingArgs(), DampingArgs(absolute=1e-3)):
+        ihvp = np.asarray(precondition(strategy, f, v, damping)).ravel()
+        assert close(curvature_matrix(strategy, f, damping) @ ihvp, v.ravel()), damping
+    if strategy == "identity":
+        np.testing.assert_array_equal(precondition(strategy, None, v, DampingArgs()), v)
+
+
+def test_factors_do_not_depend_on_batch_size_padding_or_devices(
+    factors, trained_model, corpus, layers
+):
+    # Reference: batches of 6 with padding on 1 device, lambda chunks of 3; here one batch of 16
+    # over 8 devices, automatic chunks (1 sequence on CPU). Partitions and resume: test_stage.py.
+    wide = list(row_batches(corpus, np.arange(NUM_ROWS), 16))
+    auto = dataclasses.replace(ARGS, lambda_chunk=0)
+    assert auto.chunk_for(make_mesh()) == 1
+    other = fit_factors(trained_model, layers, wide, auto, make_mesh())
+    assert len(jax.devices()) == 8
+    for path in layers:
+        for name in vars(factors[path]):
+            ref, got = getattr(factors[path], name), getattr(other[path], name)
+            assert close(got, ref), (path, name)
+
+
+def test_sampled_labels_are_deterministic_per_seed(factors, trained_model, corpus, layers):
+    batches = reference_batches(corpus)
+    again = fit_factors(trained_model, layers, batches, ARGS, one_device())
+    other_seed = FactorArgs(fisher="true", seed=SEED + 1, lambda_chunk=3)
+    other = fit_factors(trained_model, layers, batches, other_seed, one_device())
+    for path in layers:
+        np.testing.assert_array_equal(again[path].lambdas, factors[path].lambdas)
+        assert not close(other[path].lambdas, factors[path].lambdas, rtol=1e-3)
+
+
+def test_a_nan_parameter_is_reported_with_its_layer(trained_model):
+    broken = nnx.clone(trained_model)
+    kernel = broken.blocks[1].mlp.fc_out.kernel
+    kernel[...] = kernel[...].at[0, 0].set(np.nan)
+    with pytest.raises(ValueError, match=r"blocks\.1\.mlp\.fc_out\.kernel"):
+        check_finite_parameters(broken)
+    with pytest.raises(ValueError, match=r"blocks\.1\.mlp\.fc_out\.kernel"):
+        fit_factors(broken, ("blocks.0.mlp.fc_in",), [], ARGS, one_device())
+
+
+def test_a_non_finite_factor_is_reported_with_its_layer():
+    with pytest.raises(NonFiniteFactorError, match="layer blocks.0.mlp.fc_in: A"):
+        safe_eigh(np.array([[1.0, np.nan], [np.nan, 1.0]]), "layer blocks.0.mlp.fc_in: A")
+
+
+def test_eigh_on_host_equals_eigh_on_device():
+    m = np.random.default_rng(0).normal(size=(6, 6))
+    m = m @ m.T
+    host, device = safe_eigh(m, "m", on_host=True), safe_eigh(m, "m", on_host=False)
+    for x, y in zip(host, device, strict=True):
+        assert close(x, y)
+    vals, vecs = host
+    assert close((vecs * vals) @ vecs.T, m)
+
+
+def test_fit_factors_needs_reiterable_batches(trained_model, layers):
+    with pytest.raises(TypeError, match="re-iterable"):
+        fit_factors(trained_model, layers, iter([]), ARGS, one_device())
+
+
+def test_plain_batches_number_rows_by_stream_position(factors, trained_model, corpus, layers):
+    # A plain Batch's rows are its positions in the stream of sequences (padding included).
+    plain = [rb.batch for rb in reference_batches(corpus)]
+    got = fit_factors(trained_model, layers, plain, ARGS, one_device())
+    for path in layers:
+        np.testing.assert_array_equal(got[path].lambdas, factors[path].lambdas)
