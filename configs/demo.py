@@ -174,7 +174,7 @@ def analysis(smoke: bool) -> ConfigDict:
 def _train(smoke: bool, steps: int, lr: float) -> dict:
     return {
         "steps": 20 if smoke else steps,
-        "batch_size": 8 if smoke else 32,
+        "batch_size": 8 if smoke else 24,
         "learning_rate": lr,
         "warmup_steps": 2 if smoke else 100,
         "final_lr_fraction": 0.05,
@@ -195,7 +195,7 @@ def small_model(smoke: bool) -> ConfigDict:
         "num_heads": 2,
         "d_ff": 32 if smoke else 256,
     }
-    return ConfigDict({"checkpoint": "", "model": model, "train": _train(smoke, 600, 1e-2)})
+    return ConfigDict({"checkpoint": "", "model": model, "train": _train(smoke, 500, 1e-2)})
 
 
 def large_model(smoke: bool) -> ConfigDict:
@@ -205,4 +205,4 @@ def large_model(smoke: bool) -> ConfigDict:
         "num_heads": 2 if smoke else 4,
         "d_ff": 48 if smoke else 384,
     }
-    return ConfigDict({"checkpoint": "", "model": model, "train": _train(smoke, 600, 5e-3)})
+    return ConfigDict({"checkpoint": "", "model": model, "train": _train(smoke, 500, 5e-3)})
