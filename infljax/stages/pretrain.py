@@ -3,7 +3,8 @@
 Per model ``<workdir>/models/<name>/`` holds ``model.json`` + ``params/`` (the trained model),
 ``checkpoints/`` (orbax, every ``checkpoint_every`` steps; an interrupted run resumes exactly)
 and ``metrics.json`` (losses, the corpus's unigram baseline, parameter count, wall time).
-A model with ``checkpoint`` set (a converted real model) is not trained.
+A model with ``checkpoint`` set (a local Hugging Face directory) is not trained: it is converted
+into the same layout (`infljax.models.convert`; options in the section's ``convert``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from infljax.checkpoints import begin_stage, finish_stage
 from infljax.data.corpus import TokenizedCorpus, corpus_stats, load_corpus
 from infljax.data.tokenization import load_tokenizer
 from infljax.distributed import MeshArgs, make_mesh, replicate, shard_batch
+from infljax.models.convert import ConvertArgs, check_corpus_fits, convert_checkpoint
 from infljax.models.decoder import Decoder, DecoderConfig, num_params
 from infljax.models.io import save_model
 from infljax.models.losses import Batch
@@ -43,11 +45,20 @@ def run(config: ConfigDict, workdir: Path) -> None:
     mesh = make_mesh(MeshArgs(**config.mesh.to_dict()))
     for name, section in config.models.items():
         if section.get("checkpoint"):
-            logging.info("pretrain %s: uses checkpoint %s, not trained", name, section.checkpoint)
+            convert_model(name, section, corpus, mesh, model_dir(workdir, name), config.overwrite)
             continue
         cfg = decoder_config(section.model.to_dict(), corpus, vocab)
         args = training.TrainArgs(**section.train.to_dict())
         train_model(name, cfg, args, corpus, mesh, model_dir(workdir, name), config.overwrite)
+
+
+def convert_model(name, section, corpus, mesh, out: Path, overwrite: bool) -> None:
+    """Convert the section's HF `checkpoint` into `out` (checked against the corpus first)."""
+    args = ConvertArgs(**(section.convert.to_dict() if section.get("convert") else {}))
+    check_corpus_fits(section.checkpoint, args, corpus.tokens)
+    done = convert_checkpoint(section.checkpoint, out, args, mesh, overwrite=overwrite)
+    what = "converted into" if done else "conversion up to date in"
+    logging.info("pretrain %s: %s %s %s", name, section.checkpoint, what, out)
 
 
 def _read_vocab_size(workdir: Path) -> int:
