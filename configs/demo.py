@@ -46,8 +46,8 @@ def world(smoke: bool) -> ConfigDict:
     return ConfigDict(
         {
             "seed": 0,
-            "num_entities": 8 if smoke else 20,
-            "fact_docs_per_fact": 2 if smoke else 6,
+            "num_entities": 8 if smoke else 12,
+            "fact_docs_per_fact": 2 if smoke else 10,
             "num_arithmetic": 6 if smoke else 40,
             "num_slope": 6 if smoke else 40,
             "num_linear": 6 if smoke else 40,

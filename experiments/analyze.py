@@ -5,26 +5,10 @@
         --config.analysis.normalise=False --config.overwrite=True   (rank by raw scores)
 
 Reads scores/<model>/, queries.jsonl and corpus/ under --workdir; writes analysis/summary.json,
-analysis/*.png and report/index.html, and prints the report's path.
+analysis/*.png and report/index.html (its path is logged).
 """
 
-from absl import app, flags
-from ml_collections import config_flags
-
-from infljax.pipeline import run_stages
-from infljax.platform import setup
-from infljax.workdir import report_dir
-
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Experiment config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
-
-
-def main(argv):
-    del argv
-    setup()
-    run_stages(_CONFIG.value, _WORKDIR.value, only=["analysis", "report"])
-    print(f"report: {(report_dir(_WORKDIR.value) / 'index.html').absolute()}")
-
+from infljax.platform import launch
 
 if __name__ == "__main__":
-    app.run(main)
+    launch(["analysis", "report"])

@@ -8,21 +8,7 @@ Needs the corpus, the models, their factors (unless strategy='identity') and que
 the workdir. Writes ``scores/<model>/`` (DESIGN §4); an interrupted run resumes.
 """
 
-from absl import app, flags
-from ml_collections import config_flags
-
-from infljax.pipeline import run_stages
-from infljax.platform import setup
-
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Experiment config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
-
-
-def main(argv):
-    del argv
-    setup()
-    run_stages(_CONFIG.value, _WORKDIR.value, only=["scores"])
-
+from infljax.platform import launch
 
 if __name__ == "__main__":
-    app.run(main)
+    launch(["scores"])

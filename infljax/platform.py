@@ -13,9 +13,15 @@ from absl import logging
 from infljax.checkpoints import StageConflict
 from infljax.data.readers import CorpusError
 from infljax.data.tokenization import TokenizerError
+from infljax.models.architectures import CheckpointError
 
 # Errors the user must act on: shown as one message, not a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (StageConflict, CorpusError, TokenizerError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    StageConflict,
+    CorpusError,
+    TokenizerError,
+    CheckpointError,
+)
 
 QUIET_LIBRARIES = ("/orbax/", "/jax/_src/")
 
@@ -48,3 +54,28 @@ def exit_on_user_error():
     except USER_ERRORS as error:
         logging.error("%s", error)
         sys.exit(1)
+
+
+def launch(only: list[str] | None = None) -> None:
+    """The whole of a stage launcher: flags ``--config`` and ``--workdir``, then the stages.
+
+    `only=None` also defines ``--stages`` (default: the config's own list).
+    """
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    from infljax.pipeline import run_stages
+
+    config = config_flags.DEFINE_config_file("config", "configs/demo.py", "Experiment config.")
+    workdir = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
+    stages = None
+    if only is None:
+        stages = flags.DEFINE_list("stages", None, "Run only these stages (default: all).")
+
+    def main(argv):
+        del argv
+        setup()
+        with exit_on_user_error():
+            run_stages(config.value, workdir.value, only=only or stages.value)
+
+    app.run(main)

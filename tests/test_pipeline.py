@@ -50,7 +50,7 @@ def test_rerun_skips_completed_stages(smoke_workdir):
 
 
 def test_changed_arguments_are_refused_naming_the_argument(smoke_workdir):
-    result = run(smoke_workdir, "--config.corpus.max_length=24", "--stages=corpus")
+    result = run(smoke_workdir, "--config.corpus.max_length=150", "--stages=corpus")
     assert result.returncode != 0
-    assert "corpus.max_length: 32 -> 24" in result.stderr
+    assert "corpus.max_length: 160 -> 150" in result.stderr
     assert "overwrite" in result.stderr

@@ -342,7 +342,10 @@ def _part_path(out: Path, index: int) -> Path:
 
 def _save_part(path: Path, result: scoring.BatchScores) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **dataclasses.asdict(result))
+    # npz cannot hold bfloat16 (it reads back as raw bytes): store half precision as float32.
+    arrays = {k: np.asarray(v) for k, v in dataclasses.asdict(result).items()}
+    arrays = {k: v.astype(np.float32) if v.dtype.itemsize < 4 else v for k, v in arrays.items()}
+    np.savez(tmp, **arrays)
     tmp.replace(path)
 
 
