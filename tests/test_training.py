@@ -8,33 +8,15 @@ from flax import nnx
 
 from infljax import training
 from infljax.checkpoints import is_complete
-from infljax.data.corpus import TokenizedCorpus
-from infljax.data.readers import Record
 from infljax.distributed import MeshArgs, make_mesh, replicate, shard_batch
-from infljax.models.decoder import Decoder, DecoderConfig
+from infljax.models.decoder import Decoder
 from infljax.models.io import load_model
 from infljax.models.losses import Batch
 from infljax.stages.pretrain import train_model
+from tests.tiny import TINY, random_corpus
 
 RTOL = 1e-10  # float64; only the order of the gradient all-reduce differs between meshes
-CFG = DecoderConfig(
-    vocab_size=16,
-    d_model=8,
-    num_layers=2,
-    num_heads=2,
-    d_ff=16,
-    max_length=8,
-    param_dtype="float64",
-)
-
-
-def random_corpus(n=24, seed=0) -> TokenizedCorpus:
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(2, 9, size=n).astype(np.int32)
-    tokens = rng.integers(3, 16, size=(n, 8)).astype(np.int32)
-    tokens[np.arange(8)[None, :] >= lengths[:, None]] = 0
-    docs = [Record(doc_id=str(i), source="web", text=f"doc {i}", extra={}) for i in range(n)]
-    return TokenizedCorpus(tokens=tokens, lengths=lengths, documents=docs)
+CFG = TINY
 
 
 def _one_step(mesh, batch, args):
@@ -48,7 +30,7 @@ def _one_step(mesh, batch, args):
 
 
 def test_train_step_on_8_devices_equals_1_device():
-    corpus = random_corpus()
+    corpus = random_corpus(24)
     batch = Batch.from_documents(corpus.tokens[:8], corpus.lengths[:8])
     args = training.TrainArgs(steps=10, warmup_steps=1, learning_rate=1e-2)
     p1, l1 = _one_step(make_mesh(devices=jax.devices()[:1]), batch, args)
@@ -67,7 +49,7 @@ def test_batch_rows_are_deterministic_and_cover_each_epoch():
 
 
 def test_interrupted_training_resumes_to_the_same_parameters(tmp_path):
-    corpus = random_corpus()
+    corpus = random_corpus(24)
     mesh = make_mesh(devices=jax.devices()[:2])
     args = training.TrainArgs(
         steps=8,
@@ -93,7 +75,7 @@ def test_changed_arguments_are_refused_with_the_differing_field(tmp_path):
 
     from infljax.checkpoints import StageConflict
 
-    corpus, mesh = random_corpus(), make_mesh(devices=jax.devices()[:1])
+    corpus, mesh = random_corpus(24), make_mesh(devices=jax.devices()[:1])
     args = training.TrainArgs(
         steps=2, batch_size=4, warmup_steps=0, eval_every=1, checkpoint_every=100
     )

@@ -10,31 +10,14 @@ import pytest
 from flax import nnx
 
 from infljax.data.corpus import TokenizedCorpus
-from infljax.data.readers import Record
 from infljax.distributed import MeshArgs, make_mesh, replicate
 from infljax.influence.measurement import QueryTokens
 from infljax.models.capture import select_layers
-from infljax.models.decoder import Decoder, DecoderConfig
+from infljax.models.decoder import Decoder
 from infljax.models.losses import Batch, summed_nll
+from tests.tiny import TINY, random_corpus
 
-CFG = DecoderConfig(
-    vocab_size=16,
-    d_model=8,
-    num_layers=2,
-    num_heads=2,
-    d_ff=16,
-    max_length=8,
-    param_dtype="float64",
-)
-
-
-def random_corpus(n: int = 12, seed: int = 0) -> TokenizedCorpus:
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(2, 9, size=n).astype(np.int32)
-    tokens = rng.integers(3, 16, size=(n, 8)).astype(np.int32)
-    tokens[np.arange(8)[None, :] >= lengths[:, None]] = 0
-    docs = [Record(doc_id=f"d{i}", source="web", text=f"doc {i}", extra={}) for i in range(n)]
-    return TokenizedCorpus(tokens=tokens, lengths=lengths, documents=docs)
+CFG = TINY
 
 
 def make_queries(rows: list[list[int]], prompt_lengths: list[int]) -> QueryTokens:
