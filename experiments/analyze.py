@@ -5,7 +5,7 @@
         --config.analysis.normalise=False --config.overwrite=True   (rank by raw scores)
 
 Reads scores/<model>/, queries.jsonl and corpus/ under --workdir; writes analysis/summary.json,
-analysis/*.png and report/index.html (its path is logged).
+analysis/*.png and report/index.html, and prints the report's path.
 """
 
 from infljax.platform import launch

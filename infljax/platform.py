@@ -8,12 +8,15 @@ import os
 import sys
 
 import jax
-from absl import logging
+from absl import app, flags, logging
+from ml_collections import config_flags
 
 from infljax.checkpoints import StageConflict
 from infljax.data.readers import CorpusError
 from infljax.data.tokenization import TokenizerError
 from infljax.models.architectures import CheckpointError
+from infljax.pipeline import run_stages
+from infljax.workdir import report_dir
 
 # Errors the user must act on: shown as one message, not a traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (
@@ -56,16 +59,19 @@ def exit_on_user_error():
         sys.exit(1)
 
 
+def print_report_path(workdir: str) -> None:
+    """Tell the user which page to open, when the run produced one."""
+    page = report_dir(workdir) / "index.html"
+    if page.exists():
+        print(f"report: {page.absolute()}")
+
+
 def launch(only: list[str] | None = None) -> None:
-    """The whole of a stage launcher: flags ``--config`` and ``--workdir``, then the stages.
+    """The whole of a stage launcher: flags ``--config`` and ``--workdir``, then the stages,
+    then the report's path when there is one.
 
     `only=None` also defines ``--stages`` (default: the config's own list).
     """
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    from infljax.pipeline import run_stages
-
     config = config_flags.DEFINE_config_file("config", "configs/demo.py", "Experiment config.")
     workdir = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
     stages = None
@@ -77,5 +83,6 @@ def launch(only: list[str] | None = None) -> None:
         setup()
         with exit_on_user_error():
             run_stages(config.value, workdir.value, only=only or stages.value)
+        print_report_path(workdir.value)
 
     app.run(main)
