@@ -176,12 +176,20 @@ def _models_table(inputs: ReportInputs, models: list[str]) -> str:
                 fmt(unigram, ".3f"),
                 pct(gain),
                 fmt(metrics.get("seconds"), ".0f"),
+                _knowledge_cell(metrics.get("fact_knowledge")),
             ]
         )
     header = ["model", "parameters", "held-out loss (nats/token)", "unigram baseline"]
-    header += ["below unigram", "train seconds"]
+    header += ["below unigram", "train seconds", "knows the queried facts (chance)"]
     note = "" if any(inputs.metrics.values()) else "<p class='muted'>No metrics.json found.</p>"
     return "<h3>Models</h3>" + _table(header, rows) + note
+
+
+def _knowledge_cell(knowledge: dict[str, Any] | None) -> str:
+    """Forced-choice accuracy on the queried world facts (queries/stats.json), with chance."""
+    if not knowledge:
+        return "–"
+    return f"{pct(knowledge['accuracy'])} ({pct(knowledge['chance'])})"
 
 
 def _quality_warning(metrics: dict[str, Any], model: str) -> str:

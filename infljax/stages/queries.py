@@ -12,6 +12,7 @@ the finished file is copied to ``<workdir>/queries.jsonl``, the path later stage
 from __future__ import annotations
 
 import collections
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from absl import logging
 from ml_collections import ConfigDict
 
 from infljax.checkpoints import begin_stage, finish_stage
-from infljax.data.tokenization import load_tokenizer, text_only
+from infljax.data.tokenization import load_tokenizer, text_only, tokenizer_info
 from infljax.data.world import World, read_world_json
 from infljax.models.io import load_model, read_model_config
 from infljax.pipeline import stage, write_json
@@ -32,6 +33,7 @@ from infljax.queries import (
     generate_queries,
     write_queries_jsonl,
 )
+from infljax.queries.knowledge import fact_knowledge
 from infljax.workdir import model_dir, queries_path, tokenizer_path, world_dir
 
 
@@ -57,6 +59,8 @@ def run(config: ConfigDict, workdir: Path) -> None:
     write_queries_jsonl(queries, out / "queries.jsonl")
     shutil.copyfile(out / "queries.jsonl", queries_path(workdir))
     stats = query_stats(queries) | {"tokens": _token_lengths(config, workdir, queries, names)}
+    if world is not None:
+        stats["fact_knowledge"] = _fact_knowledge(config, workdir, world, queries, names)
     write_json(out / "stats.json", stats)
     finish_stage(out)
     logging.info("queries: %d written to %s; %s", len(queries), queries_path(workdir), stats)
@@ -121,6 +125,25 @@ def _generate(config, workdir, queries, families, completions, names) -> list[Qu
         )
         logging.info("queries: %s answered %s", name, _accuracy(answered, name))
     return answered
+
+
+def _fact_knowledge(config, workdir, world: World, queries: list[Query], names) -> dict:
+    """Per trained model: forced-choice accuracy on the world facts the queries ask, vs chance."""
+    tokenizer_file = _tokenizer_file(config, workdir)
+    out = {}
+    for name in names:
+        directory = model_dir(workdir, name)
+        if tokenizer_file is None or not (directory / "model.json").is_file():
+            continue
+        tokenizer = load_tokenizer(tokenizer_file)
+        mine = [q for q in queries if q.model in (None, name)]
+        known = fact_knowledge(
+            load_model(directory), tokenizer, tokenizer_info(tokenizer), world, mine
+        )
+        if known is not None:
+            out[name] = dataclasses.asdict(known)
+            logging.info("queries: %s knows %s", name, out[name])
+    return out
 
 
 def query_stats(queries: list[Query]) -> dict:

@@ -34,11 +34,16 @@ def report_inputs(workdir: Path) -> ReportInputs:
             f"no {analysis / 'summary.json'}; run the analysis stage before the report"
         )
     models = list(summary.get("models", {}))
+    knowledge = (_read_json(workdir / "queries" / "stats.json") or {}).get("fact_knowledge", {})
+    metrics = {m: _read_json(model_dir(workdir, m) / "metrics.json") or {} for m in models}
+    for m in models:
+        if m in knowledge:
+            metrics[m] = metrics[m] | {"fact_knowledge": knowledge[m]}
     return ReportInputs(
         summary=summary,
         figures={p.name: p.read_bytes() for p in sorted(analysis.glob("*.png"))},
         browser=_read_json(analysis / "top_documents.json") or {},
-        metrics={m: _read_json(model_dir(workdir, m) / "metrics.json") or {} for m in models},
+        metrics=metrics,
         corpus_stats=_read_json(corpus_dir(workdir) / "stats.json"),
     )
 
@@ -54,7 +59,7 @@ def _digest(directory: Path) -> str:
 @stage("report")
 def run(config: ConfigDict, workdir: Path) -> None:
     out = report_dir(workdir)
-    record = {"analysis": _digest(analysis_dir(workdir))}
+    record = {"analysis": _digest(analysis_dir(workdir)), "queries": _digest(workdir / "queries")}
     if begin_stage(out, record, overwrite=config.overwrite):
         logging.info("report: up to date in %s", out / "index.html")
         return
