@@ -162,6 +162,7 @@ def scores(smoke: bool) -> ConfigDict:
             "query_batch_size": 16,
             "batch_size": 8 if smoke else 32,
             "contraction": "auto",
+            "max_dense_plan_gib": 4.0,
             "partitions": 2 if smoke else 16,
             "per_layer": True,
             "self_influence": True,

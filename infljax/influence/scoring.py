@@ -71,12 +71,17 @@ class ScoreArgs:
       self_influence: also compute ⟨IHVP(∇L_m), ∇L_m⟩ per document (forms G_m and
         preconditions it: about one extra IHVP per document).
       partitions: contiguous document ranges written separately (resume granularity).
+      max_dense_plan_bytes: with contraction="auto", dense layers are switched to the low-rank
+        contraction (widest first) until the dense query plan fits in this many bytes
+        (0 = no limit). A 100M-parameter model at Q=100 would otherwise hold ~22 GB of dense
+        query gradients.
     """
 
     batch_size: int = 32
     contraction: str = "auto"
     self_influence: bool = False
     partitions: int = 1
+    max_dense_plan_bytes: int = 4 * 2**30
 
     def __post_init__(self):
         if self.batch_size < 1 or self.partitions < 1:
@@ -96,7 +101,30 @@ def make_plan(
         p: contraction.choose(q, args.batch_size, seq, args.contraction, args.self_influence)
         for p, q in queries.items()
     }
+    if args.contraction == "auto" and args.max_dense_plan_bytes:
+        choices = _fit_dense_plan(queries, choices, args.max_dense_plan_bytes)
     return {p: contraction.plan_layer(q, choices[p]) for p, q in queries.items()}, choices
+
+
+def _fit_dense_plan(
+    queries: dict[str, LayerQueries], choices: dict[str, str], budget: int
+) -> dict[str, str]:
+    """Switch dense layers with low-rank queries to "lowrank", widest first, until the dense
+    plan (Q·d_out·d_in float32 per dense layer) fits in `budget` bytes."""
+    choices = dict(choices)
+
+    def dense_bytes(path: str) -> int:
+        return 4 * int(np.prod(queries[path].shape))
+
+    switchable = [
+        p for p, c in choices.items() if c == "dense" and isinstance(queries[p], LowRankQueries)
+    ]
+    total = sum(dense_bytes(p) for p, c in choices.items() if c == "dense")
+    for path in sorted(switchable, key=dense_bytes, reverse=True):
+        if total <= budget:
+            break
+        choices[path], total = "lowrank", total - dense_bytes(path)
+    return choices
 
 
 @dataclasses.dataclass(frozen=True)

@@ -114,6 +114,7 @@ class ScoresArgs:
                 contraction=s.contraction,
                 self_influence=s.self_influence,
                 partitions=s.partitions,
+                max_dense_plan_bytes=int(s.get("max_dense_plan_gib", 4.0) * 2**30),
             ),
             per_layer=s.per_layer,
             rescore_top_k=s.rescore_top_k,

@@ -173,6 +173,19 @@ def test_contraction_choice_follows_the_cost_model():
         contraction.choose(query_grads.DenseQueries(np.zeros((2, 3, 4))), 8, 16, "lowrank")
 
 
+def test_dense_plan_over_the_memory_budget_switches_the_widest_layers_to_low_rank():
+    big = query_grads.LowRankQueries(np.zeros((100, 1024, 32)), np.zeros((100, 257, 32)))
+    small = query_grads.LowRankQueries(np.zeros((100, 256, 32)), np.zeros((100, 257, 32)))
+    queries = {"big": big, "small": small}
+    dense_big = 4 * 100 * 1024 * 257
+    unlimited = scoring.ScoreArgs(batch_size=8, max_dense_plan_bytes=0)
+    assert scoring.make_plan(queries, unlimited, 512)[1] == {"big": "dense", "small": "dense"}
+    tight = scoring.ScoreArgs(batch_size=8, max_dense_plan_bytes=dense_big)
+    assert scoring.make_plan(queries, tight, 512)[1] == {"big": "lowrank", "small": "dense"}
+    forced = scoring.ScoreArgs(batch_size=8, contraction="dense", max_dense_plan_bytes=1)
+    assert scoring.make_plan(queries, forced, 512)[1] == {"big": "dense", "small": "dense"}
+
+
 def test_chunked_query_preparation_equals_all_at_once(split, layers, queries, mesh1, factors):
     graphdef, state = split
     grads_fn = query_grads.make_query_grads_fn(graphdef, layers)
