@@ -139,6 +139,7 @@ def scores(smoke: bool) -> ConfigDict:
             "query_batch_size": 16,
             "batch_size": 8 if smoke else 64,
             "contraction": "auto",  # auto | dense | lowrank
+            "max_dense_plan_gib": 4.0,  # auto: widest layers go low-rank until dense queries fit
             "partitions": 2 if smoke else 4,
             "per_layer": True,
             "self_influence": True,
