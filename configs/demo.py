@@ -25,6 +25,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
         "factors",
         "queries",
         "scores",
+        "baselines",
         "analysis",
         "report",
     )
@@ -36,6 +37,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     config.factors = factors(smoke)
     config.queries = queries(smoke)
     config.scores = scores(smoke)
+    config.baselines = baselines()
     config.analysis = analysis(smoke)
     config.lock()
     return config
@@ -150,6 +152,16 @@ def scores(smoke: bool) -> ConfigDict:
             "measurement": {"on_too_long": "error", "add_eos": False, "chat_template": ""},
         }
     )
+
+
+def baselines() -> ConfigDict:
+    """Baseline score matrices beside the influence scores (`infljax.stages.baselines`).
+
+    Not in `stages` by default: run ``experiments/run.py ... --stages=baselines`` after scores.
+    "grad_dot" / "grad_cosine" rerun the scoring pass with strategy identity (as costly as the
+    scores stage); "tfidf" and "random" take seconds.
+    """
+    return ConfigDict({"methods": ("tfidf", "random"), "seed": 0, "sublinear_tf": False})
 
 
 def analysis(smoke: bool) -> ConfigDict:

@@ -17,7 +17,17 @@ from ml_collections import ConfigDict
 
 StageFn = Callable[[ConfigDict, Path], None]
 
-STAGE_ORDER = ("world", "corpus", "pretrain", "factors", "queries", "scores", "analysis", "report")
+STAGE_ORDER = (
+    "world",
+    "corpus",
+    "pretrain",
+    "factors",
+    "queries",
+    "scores",
+    "baselines",
+    "analysis",
+    "report",
+)
 _STAGES: dict[str, StageFn] = {}
 
 

@@ -109,6 +109,15 @@ def model_summary(m: ModelAnalysis, table: DocumentTable) -> dict[str, Any]:
     return plain(out)
 
 
+def baseline_summary(m: ModelAnalysis) -> dict[str, Any]:
+    """What summary.json keeps of a baseline's analysis (``models.<m>.baselines.<method>``): the
+    numbers influence is compared on, in the same layout as the model's own sections."""
+    out = {"answer_in_top_k": _answers(m)}
+    if m.retrieval is not None:
+        out["ground_truth"] = _ground_truth(m)
+    return plain(out)
+
+
 def _zip_rows(index: FamilyIndex):
     return zip(index.families, index.rows, strict=True)
 

@@ -2,7 +2,17 @@
 
 import importlib
 
-BUILTIN = ("world", "corpus", "pretrain", "factors", "queries", "scores", "analysis", "report")
+BUILTIN = (
+    "world",
+    "corpus",
+    "pretrain",
+    "factors",
+    "queries",
+    "scores",
+    "baselines",
+    "analysis",
+    "report",
+)
 
 
 def load_builtin() -> None:

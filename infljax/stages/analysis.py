@@ -23,7 +23,7 @@ from infljax.analysis.cross_model import PairAnalysis, analyse_pairs
 from infljax.analysis.inputs import read_documents, read_model_scores
 from infljax.analysis.report import figure_name, pair_figure_name
 from infljax.analysis.study import AnalysisArgs, ModelAnalysis, analyse_model
-from infljax.analysis.summary import study_summary
+from infljax.analysis.summary import baseline_summary, study_summary
 from infljax.checkpoints import begin_stage, finish_stage
 from infljax.pipeline import stage, write_json
 from infljax.workdir import (
@@ -91,10 +91,28 @@ def _fingerprint(paths: list[Path]) -> str:
 
 def _inputs_fingerprint(workdir: Path, names: list[str]) -> dict[str, str]:
     out = {"queries": _fingerprint([queries_path(workdir)])}
+    files = ("query_nats.npy", "doc_grad_norms.npy", "args.json", "queries.jsonl", "scores.npy")
     for name in names:
         d = scores_dir(workdir, name)
-        files = ("query_nats.npy", "doc_grad_norms.npy", "args.json", "queries.jsonl", "scores.npy")
         out[name] = _fingerprint([d / f for f in files])
+        found = _baseline_dirs(workdir, name)
+        if found:  # only then, so that workdirs without baselines keep their record
+            out[f"{name}:baselines"] = _fingerprint([b / f for b in found for f in files])
+    return out
+
+
+def _baseline_dirs(workdir: Path, name: str) -> list[Path]:
+    """``baselines/<name>/<method>/`` directories holding scores (stage `baselines`)."""
+    root = Path(workdir) / "baselines" / name
+    return sorted(p.parent for p in root.glob("*/scores.npy")) if root.is_dir() else []
+
+
+def _baselines(workdir: Path, name: str, table, args: AnalysisArgs) -> dict:
+    """``models.<name>.baselines``: each baseline's scores analysed exactly like the model's."""
+    out = {}
+    for d in _baseline_dirs(workdir, name):
+        scores = read_model_scores(d, name, queries_path(workdir))
+        out[d.name] = baseline_summary(analyse_model(scores, table, args))
     return out
 
 
@@ -117,6 +135,10 @@ def run(config: ConfigDict, workdir: Path) -> None:
     analyses = [analyse_model(s, table, args) for s in scores]
     pairs = analyse_pairs(scores, args.normalise, args.magnitude_k)
     summary = study_summary(analyses, pairs, table, args)
+    for name in names:
+        compared = _baselines(workdir, name, table, args)
+        if compared:
+            summary["models"][name]["baselines"] = compared
     write_json(out / "summary.json", summary)
     browser = {
         m.name: browser_entries(m, table, s.per_token)

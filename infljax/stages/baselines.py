@@ -1,0 +1,185 @@
+"""Stage `baselines`: score matrices of simple methods, written beside the influence scores.
+
+Per model and method, ``<workdir>/baselines/<model>/<method>/`` holds what the scores stage
+writes for EK-FAC (DESIGN §4), so `infljax.analysis.inputs.read_model_scores` and every analysis
+read it unchanged: ``scores.npy`` float32 [Q, N], ``query_nats.npy`` [Q], ``doc_grad_norms.npy``
+[N] and ``queries.jsonl`` (the rows of ``scores/<model>/``, in the same order). Methods:
+
+* ``tfidf``: TF-IDF cosine of prompt + completion against each document (no model involved);
+* ``random``: seeded Gaussian noise;
+* ``grad_dot``: plain gradient dot products — the scores stage's own pass
+  (`infljax.stages.scores.score_model`) with strategy ``identity``, into this directory;
+* ``grad_cosine``: grad_dot ÷ (‖∇q‖ ‖∇m‖), from grad_dot's files (computed when either is asked).
+
+The analyses rank by score ÷ doc_grad_norm when normalising. For ``tfidf``, ``random`` and
+``grad_cosine`` (already normalised) ``doc_grad_norms.npy`` is therefore all ones, so they are
+ranked by their own scores; ``grad_dot`` keeps the real gradient norms, like EK-FAC.
+
+Config (optional; absent = defaults): ``config.baselines.methods`` and ``config.baselines.seed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from absl import logging
+from ml_collections import ConfigDict
+
+from infljax.checkpoints import ARGS_FILE, begin_stage, finish_stage
+from infljax.data.corpus import load_corpus
+from infljax.data.tokenization import load_tokenizer
+from infljax.distributed import MeshArgs, make_mesh
+from infljax.influence import baselines, query_grads
+from infljax.influence.measurement import QueryText, read_query_records
+from infljax.pipeline import stage
+from infljax.stages.scores import QUERY_GRADS_FILE, ModelInputs, ScoresArgs, score_model
+from infljax.workdir import (
+    corpus_dir,
+    factors_dir,
+    model_dir,
+    queries_path,
+    scores_dir,
+    tokenizer_path,
+)
+
+METHODS = ("tfidf", "random", "grad_dot", "grad_cosine")
+GRADIENT_METHODS = ("grad_dot", "grad_cosine")
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineArgs:
+    """Which baselines to write. methods: a subset of METHODS; seed: of ``random``;
+    sublinear_tf: TF-IDF with 1 + log(count) instead of the raw count."""
+
+    methods: tuple[str, ...] = ("tfidf", "random")
+    seed: int = 0
+    sublinear_tf: bool = False
+
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"baselines.methods={self.methods!r}: choose from {METHODS}")
+
+    @classmethod
+    def from_config(cls, section: ConfigDict | None) -> BaselineArgs:
+        if section is None:
+            return cls()
+        return cls(**{k: tuple(v) if k == "methods" else v for k, v in section.to_dict().items()})
+
+
+def baselines_dir(workdir: Path, name: str, method: str) -> Path:
+    """``<workdir>/baselines/<model>/<method>/``: one score directory per baseline."""
+    return Path(workdir) / "baselines" / name / method
+
+
+@stage("baselines")
+def run(config: ConfigDict, workdir: Path) -> None:
+    args = BaselineArgs.from_config(config.get("baselines"))
+    corpus = load_corpus(corpus_dir(workdir))
+    for name in config.models:
+        if any(m in GRADIENT_METHODS for m in args.methods):
+            _gradient_baselines(config, workdir, name, corpus)
+        source = _companion(workdir, name)
+        records = read_query_records(source[1], model=name)
+        texts = [baselines.query_text(QueryText.from_record(r)) for r in records]
+        docs = [d.text for d in corpus.documents]
+        record = {
+            "queries_sha256": _sha256(records),
+            "corpus": {"documents": corpus.num_documents, "tokens": corpus.num_tokens},
+        }
+        write = functools.partial(_write, workdir, name, (source[0], records), config.overwrite)
+        if "tfidf" in args.methods:
+            fn = functools.partial(baselines.tfidf_scores, texts, docs, args.sublinear_tf)
+            write("tfidf", fn, record | {"sublinear_tf": args.sublinear_tf})
+        if "random" in args.methods:
+            fn = functools.partial(baselines.random_scores, len(texts), len(docs), args.seed)
+            write("random", fn, record | {"seed": args.seed})
+
+
+def _gradient_baselines(config: ConfigDict, workdir: Path, name: str, corpus) -> None:
+    """grad_dot by the scores stage's own pass (strategy identity), then grad_cosine from it."""
+    dot = baselines_dir(workdir, name, "grad_dot")
+    influence = ScoresArgs.from_config(config)
+    args = dataclasses.replace(
+        influence,
+        strategy="identity",
+        scoring=dataclasses.replace(influence.scoring, self_influence=False),
+        per_layer=False,
+        rescore_top_k=0,
+        per_token_top=0,
+    )
+    records = read_query_records(queries_path(workdir), model=name)
+    inputs = ModelInputs(
+        model_dir(workdir, name),
+        factors_dir(workdir, name),
+        corpus,
+        load_tokenizer(tokenizer_path(workdir)),
+        records,
+    )
+    mesh = make_mesh(MeshArgs(**config.mesh.to_dict()))
+    score_model(name, inputs, args, mesh, dot, config.overwrite)
+
+    def cosine() -> np.ndarray:
+        norms = baselines.query_grad_norms(query_grads.load_queries(dot / QUERY_GRADS_FILE))
+        return baselines.gradient_cosine(
+            np.load(dot / "scores.npy"), norms, np.load(dot / "doc_grad_norms.npy")
+        )
+
+    rows = read_query_records(dot / "queries.jsonl")
+    record = {"grad_dot": json.loads((dot / ARGS_FILE).read_text())["args"]}
+    source = (dot / "query_nats.npy", rows)
+    _write(workdir, name, source, config.overwrite, "grad_cosine", cosine, record)
+
+
+def _companion(workdir: Path, name: str) -> tuple[Path, Path]:
+    """query_nats.npy and the JSONL of the query rows: the influence scores', else grad_dot's."""
+    for d in (scores_dir(workdir, name), baselines_dir(workdir, name, "grad_dot")):
+        if (d / "query_nats.npy").is_file():
+            rows = d / "queries.jsonl"
+            return d / "query_nats.npy", rows if rows.is_file() else queries_path(workdir)
+    raise FileNotFoundError(
+        f"baselines {name}: no query_nats.npy in {scores_dir(workdir, name)}; run the scores "
+        "stage first (its query rows and query_nats are the baselines' too), or add 'grad_dot' "
+        "to config.baselines.methods"
+    )
+
+
+def _write(
+    workdir: Path,
+    name: str,
+    source: tuple[Path, list[dict]],
+    overwrite: bool,
+    method: str,
+    scores_fn: Callable[[], np.ndarray],
+    record: dict,
+) -> None:
+    """Write one baseline directory (unless up to date): scores_fn() [Q, N] as float32, unit
+    doc_grad_norms, and the rows' source = (its query_nats.npy, its query records)."""
+    out = baselines_dir(workdir, name, method)
+    if begin_stage(out, {"method": method, **record}, overwrite=overwrite):
+        logging.info("baselines %s/%s: up to date in %s", name, method, out)
+        return
+    scores = np.asarray(scores_fn(), np.float32)
+    np.save(out / "scores.npy", scores)
+    np.save(out / "doc_grad_norms.npy", np.ones(scores.shape[1], np.float32))
+    nats, records = source
+    if len(records) != scores.shape[0]:
+        raise ValueError(
+            f"baselines {name}/{method}: {scores.shape[0]} rows, {len(records)} queries"
+        )
+    shutil.copyfile(nats, out / "query_nats.npy")
+    with open(out / "queries.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    finish_stage(out)
+    logging.info("baselines %s/%s: %d x %d in %s", name, method, *scores.shape, out)
+
+
+def _sha256(records: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()
