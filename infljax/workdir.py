@@ -36,6 +36,13 @@ def scores_dir(workdir: Path, name: str) -> Path:
     return Path(workdir) / "scores" / name
 
 
+def baselines_dir(workdir: Path, name: str, method: str = "") -> Path:
+    """``baselines/<model>/<method>/``: a baseline's score files, laid out like scores_dir;
+    without `method`, the model's directory of baselines."""
+    root = Path(workdir) / "baselines" / name
+    return root / method if method else root
+
+
 def analysis_dir(workdir: Path) -> Path:
     return Path(workdir) / "analysis"
 

@@ -28,6 +28,7 @@ from infljax.checkpoints import begin_stage, finish_stage
 from infljax.pipeline import stage, write_json
 from infljax.workdir import (
     analysis_dir,
+    baselines_dir,
     corpus_dir,
     model_dir,
     queries_path,
@@ -103,7 +104,7 @@ def _inputs_fingerprint(workdir: Path, names: list[str]) -> dict[str, str]:
 
 def _baseline_dirs(workdir: Path, name: str) -> list[Path]:
     """``baselines/<name>/<method>/`` directories holding scores (stage `baselines`)."""
-    root = Path(workdir) / "baselines" / name
+    root = baselines_dir(workdir, name)
     return sorted(p.parent for p in root.glob("*/scores.npy")) if root.is_dir() else []
 
 

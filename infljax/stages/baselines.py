@@ -41,6 +41,7 @@ from infljax.influence.measurement import QueryText, read_query_records
 from infljax.pipeline import stage
 from infljax.stages.scores import QUERY_GRADS_FILE, ModelInputs, ScoresArgs, score_model
 from infljax.workdir import (
+    baselines_dir,
     corpus_dir,
     factors_dir,
     model_dir,
@@ -72,11 +73,6 @@ class BaselineArgs:
         if section is None:
             return cls()
         return cls(**{k: tuple(v) if k == "methods" else v for k, v in section.to_dict().items()})
-
-
-def baselines_dir(workdir: Path, name: str, method: str) -> Path:
-    """``<workdir>/baselines/<model>/<method>/``: one score directory per baseline."""
-    return Path(workdir) / "baselines" / name / method
 
 
 @stage("baselines")

@@ -20,7 +20,8 @@ from infljax.influence.measurement import QueryText
 from infljax.influence.query_grads import DenseQueries, LowRankQueries, load_queries
 from infljax.pipeline import run_stages
 from infljax.stages.analysis import analysis_args
-from infljax.stages.baselines import BaselineArgs, baselines_dir
+from infljax.stages.baselines import BaselineArgs
+from infljax.workdir import baselines_dir
 from tests.analysis.synthetic import synthetic_study, write_workdir
 
 ROOT = Path(__file__).resolve().parents[2]
