@@ -9,6 +9,8 @@ The two models play the roles of the reference study's 7B and 35B: same corpus, 
 
 from ml_collections import ConfigDict
 
+from infljax.pipeline import STAGE_ORDER
+
 VARIANTS = ("", "smoke")
 
 
@@ -18,17 +20,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
         raise ValueError(f"configs/demo.py: unknown variant {arg!r}; valid: {VARIANTS}")
     smoke = arg == "smoke"
     config = ConfigDict()
-    config.stages = (
-        "world",
-        "corpus",
-        "pretrain",
-        "factors",
-        "queries",
-        "scores",
-        "baselines",
-        "analysis",
-        "report",
-    )
+    config.stages = STAGE_ORDER  # every stage: world → … → report
     config.overwrite = False
     config.mesh = ConfigDict({"data": -1, "model": 1})
     config.world = world(smoke)

@@ -1,20 +1,11 @@
-"""Built-in stages, one module each; `load_builtin()` imports them so they register."""
+"""Built-in stages, one module each, named as in `infljax.pipeline.STAGE_ORDER`;
+`load_builtin()` imports them so they register."""
 
 import importlib
 
-BUILTIN = (
-    "world",
-    "corpus",
-    "pretrain",
-    "factors",
-    "queries",
-    "scores",
-    "baselines",
-    "analysis",
-    "report",
-)
-
 
 def load_builtin() -> None:
-    for name in BUILTIN:
+    from infljax.pipeline import STAGE_ORDER
+
+    for name in STAGE_ORDER:
         importlib.import_module(f"infljax.stages.{name}")
