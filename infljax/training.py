@@ -67,12 +67,21 @@ def split_rows(num_documents: int, held_out_fraction: float, seed: int) -> tuple
 
 
 def pack_rows(
-    tokens: np.ndarray, lengths: np.ndarray, rows: np.ndarray, seed: int
+    tokens: np.ndarray,
+    lengths: np.ndarray,
+    rows: np.ndarray,
+    seed: int,
+    exclude: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate the documents `rows` (in a seeded order) into full rows of the same width.
 
     Returns (tokens [P, T] int32, lengths [P]); every row is full except possibly the last.
     Each document keeps its own BOS/EOS, so boundaries stay visible to the model.
+
+    `exclude` (corpus rows) deletes those documents' tokens from the packed rows after packing
+    the full order: every other token stays in the same packed row, in the same order, and the
+    rows keep their number (some become shorter), so the data order of a counterfactual run is
+    the original one minus the excluded documents (`exclude=None` or empty: unchanged).
     """
     order = np.random.default_rng([seed, 1]).permutation(rows)
     stream = np.concatenate([tokens[r, : lengths[r]] for r in order]).astype(np.int32)
@@ -82,7 +91,34 @@ def pack_rows(
     packed.reshape(-1)[: len(stream)] = stream
     packed_lengths = np.full(num, width, np.int32)
     packed_lengths[-1] = len(stream) - (num - 1) * width
-    return packed, packed_lengths
+    if exclude is None or len(exclude) == 0:
+        return packed, packed_lengths
+    keep = np.zeros((num, width), bool)
+    keep.reshape(-1)[: len(stream)] = np.repeat(~np.isin(order, exclude), lengths[order])
+    return _compact(packed, keep)
+
+
+def _compact(packed: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Move each row's kept tokens to its front (order preserved) and PAD the rest."""
+    moved = np.take_along_axis(packed, np.argsort(~keep, axis=1, kind="stable"), axis=1)
+    new_lengths = keep.sum(axis=1).astype(np.int32)
+    moved[np.arange(packed.shape[1])[None, :] >= new_lengths[:, None]] = 0
+    return moved, new_lengths
+
+
+def exclude_documents(
+    tokens: np.ndarray, lengths: np.ndarray, exclude: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unpacked training: the excluded corpus rows become empty (length 0, all PAD).
+
+    They stay in the batch order as rows that contribute nothing, so every other document is
+    seen at the same steps, in the same batch position, as in the original run.
+    """
+    if exclude is None or len(exclude) == 0:
+        return tokens, lengths
+    tokens, lengths = tokens.copy(), lengths.copy()
+    tokens[exclude], lengths[exclude] = 0, 0
+    return tokens, lengths
 
 
 def batch_rows(rows: np.ndarray, step: int, batch_size: int, seed: int) -> np.ndarray:

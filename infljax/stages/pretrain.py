@@ -74,26 +74,40 @@ def train_model(
     out: Path,
     overwrite: bool = False,
     stop_at: int | None = None,
+    exclude_rows: np.ndarray | None = None,
 ) -> None:
     """Train `cfg` on `corpus` with `args`, writing to `out`; resumes from `out/checkpoints`.
 
     `stop_at` ends the run after that step's checkpoint (time-sliced jobs; resume tests).
+    `exclude_rows` (corpus rows) trains a counterfactual model: same initialisation, same steps,
+    same data order with those documents deleted (`training.pack_rows`,
+    `training.exclude_documents`); empty or None is the original run, bit for bit.
     """
     record = {
         "model": dataclasses.asdict(cfg),
         "train": dataclasses.asdict(args),
         "corpus": {"documents": corpus.num_documents, "tokens": corpus.num_tokens},
     }
+    if exclude_rows is not None and len(exclude_rows):
+        exclude_rows = np.unique(np.asarray(exclude_rows, np.int64))
+        if exclude_rows[0] < 0 or exclude_rows[-1] >= corpus.num_documents:
+            raise ValueError(
+                f"pretrain {name}: exclude_rows must be corpus rows in [0, "
+                f"{corpus.num_documents}), got {exclude_rows[[0, -1]].tolist()} (min, max)"
+            )
+        record["excluded_rows"] = exclude_rows.tolist()
     if begin_stage(out, record, overwrite=overwrite):
         logging.info("pretrain %s: up to date in %s", name, out)
         return
     train_rows, held_rows = training.split_rows(
         corpus.num_documents, args.held_out_fraction, args.seed
     )
-    train_tokens, train_lengths = corpus.tokens, corpus.lengths
+    train_tokens, train_lengths = training.exclude_documents(
+        corpus.tokens, corpus.lengths, exclude_rows
+    )
     if args.packing:
         train_tokens, train_lengths = training.pack_rows(
-            corpus.tokens, corpus.lengths, train_rows, args.seed
+            corpus.tokens, corpus.lengths, train_rows, args.seed, exclude=exclude_rows
         )
         train_rows = np.arange(len(train_lengths))
     model = Decoder(cfg, rngs=nnx.Rngs(args.seed))

@@ -1,0 +1,1 @@
+"""Validation against ground truth: the linear datamodeling score and counterfactual retraining."""
