@@ -83,54 +83,27 @@ def train_model(
     same data order with those documents deleted (`training.pack_rows`,
     `training.exclude_documents`); empty or None is the original run, bit for bit.
     """
-    record = {
-        "model": dataclasses.asdict(cfg),
-        "train": dataclasses.asdict(args),
-        "corpus": {"documents": corpus.num_documents, "tokens": corpus.num_tokens},
-    }
-    if exclude_rows is not None and len(exclude_rows):
-        exclude_rows = np.unique(np.asarray(exclude_rows, np.int64))
-        if exclude_rows[0] < 0 or exclude_rows[-1] >= corpus.num_documents:
-            raise ValueError(
-                f"pretrain {name}: exclude_rows must be corpus rows in [0, "
-                f"{corpus.num_documents}), got {exclude_rows[[0, -1]].tolist()} (min, max)"
-            )
-        record["excluded_rows"] = exclude_rows.tolist()
-    if begin_stage(out, record, overwrite=overwrite):
+    exclude_rows = _checked_exclusions(name, exclude_rows, corpus.num_documents)
+    if begin_stage(out, _record(cfg, args, corpus, exclude_rows), overwrite=overwrite):
         logging.info("pretrain %s: up to date in %s", name, out)
         return
-    train_rows, held_rows = training.split_rows(
-        corpus.num_documents, args.held_out_fraction, args.seed
-    )
-    train_tokens, train_lengths = training.exclude_documents(
-        corpus.tokens, corpus.lengths, exclude_rows
-    )
-    if args.packing:
-        train_tokens, train_lengths = training.pack_rows(
-            corpus.tokens, corpus.lengths, train_rows, args.seed, exclude=exclude_rows
-        )
-        train_rows = np.arange(len(train_lengths))
+    data = _training_data(corpus, args, exclude_rows)
     model = Decoder(cfg, rngs=nnx.Rngs(args.seed))
     graphdef, params = nnx.split(model, nnx.Param)
     tx = training.make_optimizer(args)
-    state = {"params": params, "opt_state": tx.init(params)}
     manager = ocp.CheckpointManager(
         (out / "checkpoints").absolute(),
         options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False),
     )
-    start_step = manager.latest_step() or 0
-    if start_step:
-        state = manager.restore(start_step, args=ocp.args.StandardRestore(state))
-        logging.info("pretrain %s: resumed at step %d", name, start_step)
-    state = replicate(state, mesh)
+    start_step, state = _restore(manager, {"params": params, "opt_state": tx.init(params)}, name)
+    params, opt_state = replicate((state["params"], state["opt_state"]), mesh)
     step_fn = training.make_train_step(graphdef, tx)
     eval_fn = training.make_eval_fn(graphdef)
     evaluate = lambda p: training.held_out_loss(  # noqa: E731
-        eval_fn, p, _batches(corpus, held_rows, args.batch_size, mesh)
+        eval_fn, p, _batches(corpus, data.held_rows, args.batch_size, mesh)
     )
     logging.info("pretrain %s: %s parameters, %d steps", name, f"{num_params(model):,}", args.steps)
     history, t0, tokens = [], time.perf_counter(), 0
-    params, opt_state = state["params"], state["opt_state"]
     bar = tqdm(
         range(start_step, args.steps),
         desc=f"pretrain {name}",
@@ -139,11 +112,10 @@ def train_model(
         mininterval=2.0,
     )
     for step in bar:
-        rows = training.batch_rows(train_rows, step, args.batch_size, args.seed)
-        batch = Batch.from_documents(train_tokens[rows], train_lengths[rows])
-        batch = shard_batch(batch, mesh)
+        rows = training.batch_rows(data.rows, step, args.batch_size, args.seed)
+        batch = shard_batch(Batch.from_documents(data.tokens[rows], data.lengths[rows]), mesh)
         params, opt_state, loss = step_fn(params, opt_state, batch)
-        tokens += int(train_lengths[rows].sum())
+        tokens += int(data.lengths[rows].sum())
         done = step + 1
         if done % args.eval_every == 0 or done == args.steps:
             history.append(
@@ -164,14 +136,76 @@ def train_model(
     bar.close()
     seconds = time.perf_counter() - t0
     save_model(out, nnx.merge(graphdef, params))
-    stats = corpus_stats(corpus)
+    _write_metrics(out, model, corpus, data.held_rows, history, seconds, tokens)
+    finish_stage(out)
+
+
+def _checked_exclusions(name: str, rows: np.ndarray | None, num_documents: int):
+    """Sorted unique corpus rows to leave out, or None; out-of-range rows are refused."""
+    if rows is None or not len(rows):
+        return None
+    rows = np.unique(np.asarray(rows, np.int64))
+    if rows[0] < 0 or rows[-1] >= num_documents:
+        raise ValueError(
+            f"pretrain {name}: exclude_rows must be corpus rows in [0, {num_documents}), got "
+            f"{rows[[0, -1]].tolist()} (min, max)"
+        )
+    return rows
+
+
+def _record(cfg, args, corpus: TokenizedCorpus, exclude_rows: np.ndarray | None) -> dict:
+    """The stage's arguments (a counterfactual run records its excluded rows)."""
+    record = {
+        "model": dataclasses.asdict(cfg),
+        "train": dataclasses.asdict(args),
+        "corpus": {"documents": corpus.num_documents, "tokens": corpus.num_tokens},
+    }
+    if exclude_rows is not None:
+        record["excluded_rows"] = exclude_rows.tolist()
+    return record
+
+
+@dataclasses.dataclass(frozen=True)
+class _TrainingData:
+    """tokens/lengths: the rows training draws from (packed or not); rows: their indices;
+    held_rows: corpus rows kept out for the held-out loss."""
+
+    tokens: np.ndarray
+    lengths: np.ndarray
+    rows: np.ndarray
+    held_rows: np.ndarray
+
+
+def _training_data(corpus: TokenizedCorpus, args, exclude_rows) -> _TrainingData:
+    train_rows, held_rows = training.split_rows(
+        corpus.num_documents, args.held_out_fraction, args.seed
+    )
+    if args.packing:
+        tokens, lengths = training.pack_rows(
+            corpus.tokens, corpus.lengths, train_rows, args.seed, exclude=exclude_rows
+        )
+        return _TrainingData(tokens, lengths, np.arange(len(lengths)), held_rows)
+    tokens, lengths = training.exclude_documents(corpus.tokens, corpus.lengths, exclude_rows)
+    return _TrainingData(tokens, lengths, train_rows, held_rows)
+
+
+def _restore(manager: ocp.CheckpointManager, state: dict, name: str) -> tuple[int, dict]:
+    """(step to start at, state): the latest checkpoint's, or step 0 and `state` as given."""
+    step = manager.latest_step() or 0
+    if step:
+        state = manager.restore(step, args=ocp.args.StandardRestore(state))
+        logging.info("pretrain %s: resumed at step %d", name, step)
+    return step, state
+
+
+def _write_metrics(out, model, corpus, held_rows, history, seconds, tokens) -> None:
     write_json(
         out / "metrics.json",
         {
             "num_params": num_params(model),
             "history": history,
             "final_held_out_loss": history[-1]["held_out_loss"] if history else None,
-            "unigram_entropy": stats["unigram_entropy_nats"],
+            "unigram_entropy": corpus_stats(corpus)["unigram_entropy_nats"],
             "train_documents": int(corpus.num_documents - len(held_rows)),
             "held_out_documents": int(len(held_rows)),
             "seconds": round(seconds, 1),
@@ -179,7 +213,6 @@ def train_model(
         },
     )
     np.save(out / "held_out_rows.npy", held_rows)
-    finish_stage(out)
 
 
 def _batches(corpus: TokenizedCorpus, rows: np.ndarray, batch_size: int, mesh):
