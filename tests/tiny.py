@@ -1,5 +1,7 @@
 """Tiny float64 models and random corpora shared by the exactness and invariance tests."""
 
+import dataclasses
+
 import numpy as np
 
 from infljax.data.corpus import TokenizedCorpus
@@ -15,6 +17,8 @@ TINY = DecoderConfig(
     max_length=8,
     param_dtype="float64",
 )
+# Widths ≤ 8 and 6 tokens: small enough for explicit Fisher matrices (curvature, capture tests).
+NARROW = dataclasses.replace(TINY, d_ff=8, max_length=6)
 
 
 def random_corpus(n: int = 12, seed: int = 0, width: int = 8) -> TokenizedCorpus:

@@ -19,19 +19,12 @@ from infljax.data.corpus import TokenizedCorpus
 from infljax.data.readers import Record
 from infljax.distributed import make_mesh
 from infljax.models.capture import select_layers
-from infljax.models.decoder import Decoder, DecoderConfig
+from infljax.models.decoder import Decoder
 from infljax.models.losses import Batch
 from infljax.stages.factors import row_batches
+from tests.tiny import NARROW
 
-CFG = DecoderConfig(
-    vocab_size=16,
-    d_model=8,
-    num_layers=2,
-    num_heads=2,
-    d_ff=8,
-    max_length=6,
-    param_dtype="float64",
-)
+CFG = NARROW
 NUM_ROWS = 16
 SEED = 3
 ARGS = FactorArgs(fisher="true", seed=SEED, lambda_chunk=3)

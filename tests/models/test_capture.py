@@ -1,5 +1,6 @@
 """Capture exactness: Σ_t a_t g_tᵀ equals jax.grad of the summed loss (DESIGN §2, §6)."""
 
+import dataclasses
 import warnings
 
 import jax
@@ -9,24 +10,15 @@ import pytest
 from flax import nnx
 
 from infljax.models.capture import capture, layer_paths, select_layers
-from infljax.models.decoder import Decoder, DecoderConfig
+from infljax.models.decoder import Decoder
 from infljax.models.losses import Batch, summed_nll
+from tests.tiny import NARROW
 
 RTOL = 1e-10  # float64 exactness
 
 
 def tiny(**overrides) -> Decoder:
-    cfg = dict(
-        vocab_size=16,
-        d_model=8,
-        num_layers=2,
-        num_heads=2,
-        d_ff=8,
-        max_length=6,
-        param_dtype="float64",
-    )
-    cfg.update(overrides)
-    return Decoder(DecoderConfig(**cfg), rngs=nnx.Rngs(0))
+    return Decoder(dataclasses.replace(NARROW, **overrides), rngs=nnx.Rngs(0))
 
 
 def tiny_batch() -> Batch:
