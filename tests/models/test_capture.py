@@ -54,12 +54,16 @@ def _captured(model, batch, layers):
     ],
 )
 def test_sum_of_outer_products_equals_kernel_gradient(variant):
-    model, batch = tiny(**variant), tiny_batch()
-    layers = tuple(layer_paths(model))  # every linear, attention included
+    assert_capture_exact(tiny(**variant), tiny_batch())
+
+
+def assert_capture_exact(model: Decoder, batch: Batch) -> None:
+    """For every linear (attention included): loss and Σ_t g aᵀ equal jax.grad to RTOL."""
+    layers = tuple(layer_paths(model))
     loss, io = _captured(model, batch, layers)
     graphdef, params = nnx.split(model, nnx.Param)
-    ref_loss, grads = jax.value_and_grad(
-        lambda p: summed_nll(nnx.merge(graphdef, p)(batch.inputs), batch)
+    ref_loss, grads = jax.jit(
+        jax.value_and_grad(lambda p: summed_nll(nnx.merge(graphdef, p)(batch.inputs), batch))
     )(params)
     np.testing.assert_allclose(loss, ref_loss, rtol=RTOL)
     for path in layers:
