@@ -20,7 +20,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
         raise ValueError(f"configs/demo.py: unknown variant {arg!r}; valid: {VARIANTS}")
     smoke = arg == "smoke"
     config = ConfigDict()
-    config.stages = STAGE_ORDER  # every stage: world → … → report
+    # every stage (world → … → report) but validate, which retrains (configs/validate.py)
+    config.stages = tuple(s for s in STAGE_ORDER if s != "validate")
     config.overwrite = False
     config.mesh = ConfigDict({"data": -1, "model": 1})
     config.world = world(smoke)
@@ -121,7 +122,15 @@ def queries(smoke: bool) -> ConfigDict:
 
 
 def scores(smoke: bool) -> ConfigDict:
-    """Influence scoring (`infljax.stages.scores.ScoresArgs`); layers are `factors.layers`."""
+    """Influence scoring (`infljax.stages.scores.ScoresArgs`); layers are `factors.layers`.
+
+    prefilter_k > 0 scores only each query's top k documents by TF-IDF (Grosse et al. 2023) and
+    streams only the union of those candidates, for corpora too large to score in full. It is a
+    biased shortcut: a document sharing no words with the query is never scored, however
+    influential. The files keep their [Q, N] shape; ``scored.npy`` [Q, N] marks the computed
+    entries, the others are 0 ("no estimated influence"), and documents never streamed have
+    doc_grad_norm 0 (ranked 0 when normalising). 0 = score every document.
+    """
     return ConfigDict(
         {
             "strategy": "ekfac",  # identity | diagonal | kfac | ekfac
@@ -139,6 +148,7 @@ def scores(smoke: bool) -> ConfigDict:
             "self_influence": True,
             "rescore_top_k": 3 if smoke else 10,
             "per_token_top": 2 if smoke else 3,
+            "prefilter_k": 0,  # > 0: score only each query's top k TF-IDF documents (biased)
             "seed": 0,
             # on_too_long: error | truncate (cut the prompt's start) | skip (leave the query out)
             "measurement": {"on_too_long": "error", "add_eos": False, "chat_template": ""},

@@ -168,6 +168,7 @@ def scores(smoke: bool) -> ConfigDict:
             "self_influence": True,
             "rescore_top_k": 3 if smoke else 10,
             "per_token_top": 2 if smoke else 3,
+            "prefilter_k": 0,  # > 0: score only each query's top k TF-IDF documents (biased)
             "seed": 0,
             "measurement": {"on_too_long": "truncate", "add_eos": False, "chat_template": ""},
         }

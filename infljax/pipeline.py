@@ -25,6 +25,7 @@ STAGE_ORDER = (
     "queries",
     "scores",
     "baselines",
+    "validate",
     "analysis",
     "report",
 )

@@ -66,13 +66,13 @@ def print_report_path(workdir: str) -> None:
         print(f"report: {page.absolute()}")
 
 
-def launch(only: list[str] | None = None) -> None:
+def launch(only: list[str] | None = None, default_config: str = "configs/demo.py") -> None:
     """The whole of a stage launcher: flags ``--config`` and ``--workdir``, then the stages,
     then the report's path when there is one.
 
     `only=None` also defines ``--stages`` (default: the config's own list).
     """
-    config = config_flags.DEFINE_config_file("config", "configs/demo.py", "Experiment config.")
+    config = config_flags.DEFINE_config_file("config", default_config, "Experiment config.")
     workdir = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
     stages = None
     if only is None:

@@ -43,6 +43,11 @@ def baselines_dir(workdir: Path, name: str, method: str = "") -> Path:
     return root / method if method else root
 
 
+def validate_dir(workdir: Path, name: str) -> Path:
+    """``validate/<model>/``: summary.json, figures and ``units/<hash>/`` retrainings."""
+    return Path(workdir) / "validate" / name
+
+
 def analysis_dir(workdir: Path) -> Path:
     return Path(workdir) / "analysis"
 

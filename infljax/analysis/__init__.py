@@ -9,7 +9,8 @@ Pure functions of score matrices and small frozen dataclasses; only `inputs` rea
   `categories` (G/H), `sources` (I), `retrieval` (ground truth of the procedural world).
 * `study`: `AnalysisArgs` and `analyse_model`, every per-model analysis in one call.
 * `summary`: results as `analysis/summary.json`; `browser`: the top documents per query.
-* `figures`, `readings`, `report`: PNG figures, one-line readings, the self-contained page.
+* `figures`, `readings`, `report`: PNG figures, one-line readings, the self-contained page;
+  `comparison`: the tables and readings that put influence next to each baseline.
 
 The stages `infljax.stages.analysis` and `infljax.stages.report` wire them to the workdir.
 """

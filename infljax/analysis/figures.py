@@ -16,6 +16,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from infljax.analysis import comparison, readings
 from infljax.analysis.categories import CATEGORIES, GROUND_TRUTH
 from infljax.analysis.cross_model import PairAnalysis
 from infljax.analysis.dependency import mean_and_sem
@@ -26,6 +27,9 @@ from infljax.analysis.study import ModelAnalysis
 DPI = 110
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
 _PALETTE += ("#7f7f7f", "#bcbd22", "#17becf")
+# Influence is blue; each baseline keeps one colour (random grey), others are brown.
+_METHOD_COLOURS = {"tfidf": "#ff7f0e", "random": "#7f7f7f", "grad_dot": "#2ca02c"}
+_METHOD_COLOURS |= {"grad_cosine": "#bcbd22", "kfac": "#9467bd"}
 MAX_SOURCE_PANELS = 4
 _PLAIN = FuncFormatter(lambda value, _: f"{value:g}")  # 1, 10, 100 rather than 10^0 or 1.0
 
@@ -338,6 +342,71 @@ def layers_figure(m: ModelAnalysis) -> bytes | None:
     return to_png(fig)
 
 
+# ----------------------------------------------------------------------------- baselines
+
+
+def baselines_figure(summary: dict, name: str) -> bytes | None:
+    """Influence next to each baseline (`summary`: a model's section of summary.json; None
+    without baselines). Top: one panel per method, the source mix of each family's top k (the
+    smallest k of I) beside the corpus's. Bottom: answer in the top k (F) and the share of the
+    top documents working the procedure / stating the fact (G), one bar per method."""
+    ms = comparison.methods(summary)
+    if not ms or not summary["source_ratio"]["ks"]:
+        return None
+    fig = Figure(layout="constrained", figsize=(max(10.0, 3.2 * len(ms) + 1.5), 7.6))
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.1, 1])
+    _source_mix(top.subplots(1, len(ms), sharey=True, squeeze=False)[0], ms, summary)
+    left, right = bottom.subplots(1, 2)
+    families = readings.family_order(summary)
+    answers = [[comparison.answer(sec, [f]) for f in families] for _, sec in ms]
+    k = summary["answer_in_top_k"]["k"]
+    _method_bars(left, ms, families, answers, f"answer in the top {k} (share of queries)")
+    columns = [(f, "factual") for f in readings.families_of(summary, "factual")]
+    columns += [(f, "reasoning") for f in readings.families_of(summary, "reasoning")]
+    shares = [[comparison.relevant_share(sec, [f], kind) for f, kind in columns] for _, sec in ms]
+    labels = [f"{f}\n({'fact' if kind == 'factual' else 'procedure'})" for f, kind in columns]
+    title = f"top {summary['categories']['k']}: share stating the fact / working the procedure"
+    _method_bars(right, ms, labels, shares, title)
+    fig.suptitle(f"{name}: {ms[0][0]} next to the baselines")
+    return to_png(fig)
+
+
+def _source_mix(axes, ms: list, summary: dict) -> None:
+    """Stacked share of each source in each family's top k, one panel per method."""
+    ratios = summary["source_ratio"]
+    k, sources, corpus = str(ratios["ks"][0]), ratios["sources"], ratios["corpus_share"]
+    colours = {s: _PALETTE[i % len(_PALETTE)] for i, s in enumerate(sources)}
+    families = readings.family_order(summary)
+    for ax, (label, sec) in zip(axes, ms, strict=True):
+        table = sec["source_ratio"]["top"][k]
+        x = [*range(len(families)), len(families) + 0.4]  # the corpus bar a little apart
+        bottom = np.zeros(len(x))
+        for s in sources:
+            values = [(table[f][s] or 0.0) * corpus[s] for f in families] + [corpus[s]]
+            ax.bar(x, values, bottom=bottom, color=colours[s], label=s)
+            bottom += values
+        ax.axvline(len(families) - 0.3, color="k", lw=0.6, ls=":")
+        ax.set_xticks(x, [*families, "corpus"], rotation=40, ha="right")
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(f"{label}: sources of the top {k}", fontsize=9)
+    axes[0].set_ylabel("share of the top documents")
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+
+
+def _method_bars(ax, ms: list, labels: list[str], values: list[list], title: str) -> None:
+    """Grouped bars: one group per label, one bar per method (missing values are left out)."""
+    width = 0.8 / len(ms)
+    x = np.arange(len(labels))
+    for j, (label, _) in enumerate(ms):
+        heights = [np.nan if v is None else v for v in values[j]]
+        colour = "#1f77b4" if j == 0 else _METHOD_COLOURS.get(label, "#8c564b")
+        ax.bar(x + (j - (len(ms) - 1) / 2) * width, heights, width, label=label, color=colour)
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+
+
 def model_figures(m: ModelAnalysis, summary: dict) -> dict[str, bytes]:
     """kind -> PNG of every figure of one model that has data (`summary`: the model's section
     of summary.json, which the answers figure reads)."""
@@ -350,6 +419,7 @@ def model_figures(m: ModelAnalysis, summary: dict) -> dict[str, bytes]:
         "sources": sources_figure,
         "retrieval": retrieval_figure,
         "layers": layers_figure,
+        "baselines": lambda m: baselines_figure(summary, m.name),
     }
     pngs = {kind: fn(m) for kind, fn in draw.items()}
     return {kind: png for kind, png in pngs.items() if png is not None}

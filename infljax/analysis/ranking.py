@@ -40,6 +40,11 @@ def bottom_indices(values: np.ndarray, k: int) -> np.ndarray:
     return top_indices(-values, k)
 
 
+def top_overlap(top_a: np.ndarray, top_b: np.ndarray) -> float:
+    """Share of the documents of `top_a` ([k] column indices) that are also in `top_b` ([k])."""
+    return len(np.intersect1d(top_a, top_b)) / max(len(top_a), 1)
+
+
 def ranks_of(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """1-based rank of `values[columns]` in the descending order of `values` ([N] row).
 

@@ -49,21 +49,32 @@ def accuracy(entries: list[dict[str, Any]], family: str) -> float | None:
     return float(np.mean(flags)) if flags else None
 
 
+def ranked_sources(
+    s: Summary, families: list[str], direction: str = "top"
+) -> list[tuple[str, float | None]]:
+    """(source, ratio averaged over `families`) at the smallest k of the grid, most
+    over-represented first; empty without a k or families."""
+    ratios = s["source_ratio"]
+    if not ratios["ks"] or not families:
+        return []
+    table = ratios[direction][str(ratios["ks"][0])]
+    mean = {
+        src: mean_of({f: table.get(f, {}).get(src) for f in families}, families)
+        for src in ratios["sources"]
+    }
+    return sorted(mean.items(), key=lambda kv: -(kv[1] or 0))
+
+
+def sources_text(ranked: list[tuple[str, float | None]]) -> str:
+    return ", ".join(f"{src} {fmt(v, '.1f')}×" for src, v in ranked)
+
+
 def top_sources(s: Summary, kind: str, direction: str = "top", count: int = 3) -> str:
     """ "source ×ratio, ..." for the most over-represented sources of a kind at the smallest k."""
-    ratios = s["source_ratio"]
-    if not ratios["ks"]:
+    ranked = ranked_sources(s, families_of(s, kind), direction)
+    if not ranked:
         return "n/a"
-    k = str(ratios["ks"][0])
-    families = families_of(s, kind)
-    if not families:
-        return "n/a"
-    table = ratios[direction][k]
-    mean = {
-        src: mean_of({f: table[f][src] for f in families}, families) for src in ratios["sources"]
-    }
-    ranked = sorted(mean.items(), key=lambda kv: -(kv[1] or 0))[:count]
-    return f"top {k}: " + ", ".join(f"{src} {fmt(v, '.1f')}×" for src, v in ranked)
+    return f"top {s['source_ratio']['ks'][0]}: " + sources_text(ranked[:count])
 
 
 # ----------------------------------------------------------------------------- headline rows

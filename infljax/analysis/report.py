@@ -15,7 +15,7 @@ import html
 from collections.abc import Callable
 from typing import Any
 
-from infljax.analysis import readings
+from infljax.analysis import comparison, readings
 from infljax.analysis.readings import fmt, pct
 
 
@@ -38,6 +38,7 @@ class ReportInputs:
       browser: model -> entries of ``analysis/top_documents.json``.
       metrics: model -> its ``models/<name>/metrics.json`` (may be empty).
       corpus_stats: ``corpus/stats.json`` or None.
+      validation: model -> its ``validate/<model>/summary.json`` (stage `validate`; may be empty).
       title: page title.
     """
 
@@ -46,6 +47,7 @@ class ReportInputs:
     browser: dict[str, list[dict[str, Any]]]
     metrics: dict[str, dict[str, Any]]
     corpus_stats: dict[str, Any] | None = None
+    validation: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     title: str = "infljax: influence of pretraining documents"
 
 
@@ -86,6 +88,7 @@ def render_report(inputs: ReportInputs) -> str:
         _headline(inputs.summary, models),
         *_analysis_sections(inputs, models),
         _baselines(inputs, models),
+        _validation(inputs),
         _cross_model(inputs),
         *[
             _browser(
@@ -111,6 +114,7 @@ def model_order(summary: dict[str, Any]) -> list[str]:
 def _nav(models: list[str]) -> str:
     links = [("setup", "Setup"), ("headline", "Headline"), ("A", "A"), ("C", "C"), ("D", "D")]
     links += [("F", "F"), ("GH", "G/H"), ("I", "I"), ("truth", "Ground truth"), ("B", "B/E")]
+    links += [("baselines", "Baselines"), ("validation", "Validation")]
     links += [(f"browser-{m}", f"Documents ({m})") for m in models]
     return "<nav>" + "".join(f"<a href='#{a}'>{html.escape(t)}</a>" for a, t in links) + "</nav>"
 
@@ -283,6 +287,15 @@ _SECTIONS: tuple[tuple[str, str, str, Callable], ...] = (
 )
 
 
+# Sections that show each baseline next to influence: (table, reading) of `comparison`.
+_VERSUS: dict[str, tuple[Callable, Callable]] = {
+    "answers": (comparison.answers_table, comparison.answers_reading),
+    "categories": (comparison.relevance_table, comparison.relevance_reading),
+    "sources": (comparison.sources_table, comparison.sources_reading),
+    "retrieval": (comparison.retrieval_table, comparison.retrieval_reading),
+}
+
+
 def _analysis_sections(inputs: ReportInputs, models: list[str]) -> list[str]:
     out = []
     for anchor, title, kind, reading in _SECTIONS:
@@ -295,41 +308,62 @@ def _analysis_sections(inputs: ReportInputs, models: list[str]) -> list[str]:
                     f"<h3>{html.escape(m)}</h3>"
                     + (f"<p class='reading'>{html.escape(text)}</p>" if text else "")
                     + image
+                    + _versus(inputs.summary["models"][m], kind)
                 )
         if blocks:
             out.append(f"<h2 id='{anchor}'>{html.escape(title)}</h2>" + "".join(blocks))
     return out
 
 
+def _versus(s: dict[str, Any], kind: str) -> str:
+    """The section's numbers for influence and each baseline (nothing without baselines)."""
+    if kind not in _VERSUS:
+        return ""
+    make_table, make_reading = _VERSUS[kind]
+    table, text = make_table(s), make_reading(s)
+    if table is None:
+        return ""
+    reading = f"<p class='reading'>{html.escape(text)}</p>" if text else ""
+    return "<h4>Next to the baselines</h4>" + reading + _method_table(table)
+
+
+def _method_table(table: comparison.Table) -> str:
+    """A comparison table, the influence row (the first) in bold and each item of a cell's
+    comma-separated list on a line of its own."""
+    header, rows = table
+    cells = [
+        ["<br>".join(html.escape(part) for part in c.split(", ")) for c in row] for row in rows
+    ]
+    cells[0][0] = f"<b>{cells[0][0]}</b>"
+    return _table([html.escape(h) for h in header], cells)
+
+
 def _baselines(inputs: ReportInputs, models: list[str]) -> str:
-    """Influence next to each baseline of ``models.<m>.baselines`` (stage `baselines`): fact
-    recall at 1 / 10 and, per family, the share of queries with the answer in the top k."""
+    """Influence next to each baseline of ``models.<m>.baselines`` (stage `baselines`), every
+    comparison in one table and one figure per model."""
     blocks = []
     for m in models:
         s = inputs.summary["models"][m]
-        if not s.get("baselines"):
+        table = comparison.overview_table(s)
+        if table is None:
             continue
-        families = readings.family_order(s)
-        rows = [_baseline_row("influence (scores/)", s, families)]
-        rows += [_baseline_row(k, v, families) for k, v in sorted(s["baselines"].items())]
-        k = s.get("answer_in_top_k", {}).get("k", "k")
-        header = ["method", "fact recall@1", "fact recall@10"]
-        header += [f"answer in top {k}: {html.escape(f)}" for f in families]
-        blocks.append(f"<h3>{html.escape(m)}</h3>" + _table(header, rows))
+        text = comparison.overview_reading(s)
+        blocks.append(
+            f"<h3>{html.escape(m)}</h3>"
+            + (f"<p class='reading'>{html.escape(text)}</p>" if text else "")
+            + _method_table(table)
+            + _img(inputs, figure_name(m, "baselines"), f"{m} next to the baselines")
+        )
     if not blocks:
         return ""
     return (
         "<h2 id='baselines'>EK-FAC vs baselines</h2><p class='muted'>Each baseline's [queries, "
-        "documents] matrix analysed exactly like the influence scores. On the procedural world "
-        "TF-IDF alone finds most fact-stating documents (DESIGN §8): retrieval numbers mean "
-        "something only next to it.</p>" + "".join(blocks)
+        "documents] matrix (stage <code>baselines</code>) analysed exactly like the influence "
+        "scores; sections F, G/H, I and ground truth show them family by family. TF-IDF is word "
+        "overlap with the query, random is chance. On the procedural world TF-IDF alone finds "
+        "most fact-stating documents (DESIGN §8): a number means something only next to it.</p>"
+        + "".join(blocks)
     )
-
-
-def _baseline_row(label: str, s: dict[str, Any], families: list[str]) -> list[str]:
-    truth, found = s.get("ground_truth") or {}, s.get("answer_in_top_k") or {}
-    cells = [pct(truth.get("fact_recall_at_1")), pct(truth.get("fact_recall_at_10"))]
-    return [html.escape(label), *cells, *(pct(found.get(f)) for f in families)]
 
 
 def _cross_model(inputs: ReportInputs) -> str:
@@ -348,6 +382,76 @@ def _cross_model(inputs: ReportInputs) -> str:
 
 
 # ----------------------------------------------------------------------------- browser
+
+
+def validation_figure_name(model: str, file: str) -> str:
+    """Key of a validation figure (``validate/<model>/<file>``) in `ReportInputs.figures`."""
+    return f"validate_{model}_{file}"
+
+
+def _validation(inputs: ReportInputs) -> str:
+    """Stage `validate`: per method, LDS and the NLL change after top-k removal, by query kind."""
+    blocks = []
+    for m, v in inputs.validation.items():
+        a = v["args"]
+        header = ["method", "LDS factual", "LDS reasoning", "LDS all"]
+        header += [f"Δ NLL factual (top {a['k']} removed)", "Δ NLL reasoning"]
+        kinds = ("factual", "reasoning")
+        rows = [
+            [
+                html.escape(method),
+                *(_mean_se(v["lds"][method].get(k)) for k in (*kinds, "all")),
+                *(_mean_se(v["counterfactual"][method].get(k), "+.3f") for k in kinds),
+            ]
+            for method in a["methods"]  # the config's order (JSON keys are sorted)
+        ]
+        units = v.get("units", {})
+        blocks.append(
+            f"<h3>{html.escape(m)}</h3>"
+            + _table(header, rows)
+            + f"<p class='reading'>{html.escape(_validation_reading(v))}</p>"
+            + _img(inputs, validation_figure_name(m, "lds.png"), f"{m} LDS")
+            + _img(inputs, validation_figure_name(m, "counterfactual.png"), f"{m} removal")
+            + f"<p class='muted'>{units.get('count', '?')} retrainings, "
+            f"{fmt(units.get('seconds'), '.0f')} s of training and measuring. LDS: "
+            f"{a['num_subsets']} subsets of {pct(a['fraction'])} of the training documents, "
+            "Spearman per query between −Σ(subset scores) and the retrained NLL, mean ± s.e. over "
+            f"queries. Removal: {a['factual_queries']} factual and {a['reasoning_queries']} "
+            "reasoning queries, the model retrained from the same initialisation and data order "
+            "without each method's top-k training documents; Δ NLL &gt; 0 means they mattered; "
+            "random removal shows the retraining noise.</p>"
+        )
+    if not blocks:
+        return ""
+    return (
+        "<h2 id='validation'>Validation: do the scores predict retraining?</h2>"
+        "<p class='muted'>Retrieval numbers cannot tell influence from word overlap (see the "
+        "baselines). These can: a method is worth reporting if the documents it ranks first are "
+        "the ones whose removal changes the model (Park et al. 2023; the study's appendix).</p>"
+        + "".join(blocks)
+    )
+
+
+def _mean_se(entry: dict[str, Any] | None, spec: str = ".3f") -> str:
+    if not entry or entry.get("mean") is None:
+        return "n/a"
+    se = entry.get("stderr")
+    return fmt(entry["mean"], spec) + (f" ± {fmt(se, '.3f')}" if se is not None else "")
+
+
+def _validation_reading(v: dict[str, Any]) -> str:
+    def best(section: str) -> tuple[str, float]:
+        means = {m: e["all"]["mean"] for m, e in v[section].items() if e["all"]["mean"] is not None}
+        top = max(means, key=means.get)
+        return top, means[top]
+
+    lds_top, lds_value = best("lds")
+    cf_top, cf_value = best("counterfactual")
+    ekfac = v["lds"].get("ekfac", {}).get("all", {}).get("mean")
+    line = f"Highest LDS: {lds_top} ({lds_value:.2f})"
+    if ekfac is not None and lds_top != "ekfac":
+        line += f"; EK-FAC {ekfac:.2f}"
+    return line + f". Largest NLL change on removal: {cf_top} ({cf_value:+.3f} nats)."
 
 
 def _browser(model: str, entries: list[dict[str, Any]], families: list[str]) -> str:

@@ -25,6 +25,11 @@ JSON objects are written with sorted keys, so display orders are given as lists)
                                 recall_at_10, chance_recall_at_1, chance_recall_at_10,
                                 median_rank}}                    (with ground truth only)
     models.<name>.per_layer.<f>: [share per layer]              (with per_layer.npy only)
+    models.<name>.baselines.<method>.{answer_in_top_k, categories, source_ratio, ground_truth}
+        each baseline of stage `baselines` analysed like the model, same layout as above
+    models.<name>.baseline_overlap.<method>.{k, chance, <f>}: mean share of the influence
+        ranking's top-k documents (k = procedure_k) also in the baseline's top-k; chance = k / N
+    models.<name>.conventions.strategy: the scores stage's strategy (ekfac, ...) when recorded
     models.<name>.queries.<id>.{family, kind, nats, power_law_slope, answer_found, fact_rank,
                                 answer_rank, worked_rank, top_documents: [{doc_id, source,
                                 score, raw_score}]}
@@ -50,6 +55,7 @@ from infljax.analysis.cross_model import PairAnalysis
 from infljax.analysis.dependency import mean_and_sem
 from infljax.analysis.families import FamilyIndex, query_kind
 from infljax.analysis.inputs import DocumentTable
+from infljax.analysis.ranking import top_overlap
 from infljax.analysis.retrieval import rank_summary
 from infljax.analysis.study import AnalysisArgs, ModelAnalysis
 
@@ -111,11 +117,35 @@ def model_summary(m: ModelAnalysis, table: DocumentTable) -> dict[str, Any]:
 
 def baseline_summary(m: ModelAnalysis) -> dict[str, Any]:
     """What summary.json keeps of a baseline's analysis (``models.<m>.baselines.<method>``): the
-    numbers influence is compared on, in the same layout as the model's own sections."""
-    out = {"answer_in_top_k": _answers(m)}
+    numbers influence is compared on (F, G/H, I, ground truth), in the layout of the model's own
+    sections."""
+    out = {
+        "answer_in_top_k": _answers(m),
+        "categories": _categories(m),
+        "source_ratio": _sources(m),
+    }
     if m.retrieval is not None:
         out["ground_truth"] = _ground_truth(m)
     return plain(out)
+
+
+def overlap_summary(baseline: ModelAnalysis, influence: ModelAnalysis) -> dict[str, Any]:
+    """``models.<m>.baseline_overlap.<method>``: per family of `influence`, the mean share of a
+    query's top-k documents (k = procedure_k) that the baseline also ranks in its top k; `chance`
+    is what two random rankings share (k / N). Queries are matched by id."""
+    k = min(influence.args.procedure_k, influence.num_documents)
+    row = {q.id: i for i, q in enumerate(baseline.queries)}
+    shared = np.array(
+        [
+            top_overlap(influence.top[i, :k], baseline.top[row[q.id], :k])
+            if q.id in row
+            else np.nan
+            for i, q in enumerate(influence.queries)
+        ]
+    )
+    return plain(
+        {"k": k, "chance": k / influence.num_documents, **_per_family(influence.index, shared)}
+    )
 
 
 def _zip_rows(index: FamilyIndex):

@@ -11,7 +11,8 @@ words. Every function here is pure (numpy and scipy.sparse; no disk).
   to score in full (Grosse et al. 2023, "Studying Large Language Model Generalization with
   Influence Functions", §3.2). It is a **biased shortcut**: a document that shares no rare words
   with the query can never be found, however influential, so rankings computed on the candidates
-  overstate lexical overlap. Not yet wired into the scores stage (issue 8).
+  overstate lexical overlap. The scores stage uses it with ``scores.prefilter_k``
+  (`infljax.influence.prefilter`).
 """
 
 from __future__ import annotations

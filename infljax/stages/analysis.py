@@ -23,7 +23,7 @@ from infljax.analysis.cross_model import PairAnalysis, analyse_pairs
 from infljax.analysis.inputs import read_documents, read_model_scores
 from infljax.analysis.report import figure_name, pair_figure_name
 from infljax.analysis.study import AnalysisArgs, ModelAnalysis, analyse_model
-from infljax.analysis.summary import baseline_summary, study_summary
+from infljax.analysis.summary import baseline_summary, overlap_summary, study_summary
 from infljax.checkpoints import begin_stage, finish_stage
 from infljax.pipeline import stage, write_json
 from infljax.workdir import (
@@ -108,13 +108,28 @@ def _baseline_dirs(workdir: Path, name: str) -> list[Path]:
     return sorted(p.parent for p in root.glob("*/scores.npy")) if root.is_dir() else []
 
 
-def _baselines(workdir: Path, name: str, table, args: AnalysisArgs) -> dict:
-    """``models.<name>.baselines``: each baseline's scores analysed exactly like the model's."""
-    out = {}
-    for d in _baseline_dirs(workdir, name):
-        scores = read_model_scores(d, name, queries_path(workdir))
-        out[d.name] = baseline_summary(analyse_model(scores, table, args))
-    return out
+def _baselines(workdir: Path, influence: ModelAnalysis, table, args: AnalysisArgs) -> dict:
+    """``models.<name>.baselines`` (each baseline's scores analysed exactly like the model's) and
+    ``models.<name>.baseline_overlap`` (its top documents shared with influence's); empty
+    without baselines."""
+    compared, overlap = {}, {}
+    for d in _baseline_dirs(workdir, influence.name):
+        analysed = analyse_model(
+            read_model_scores(d, influence.name, queries_path(workdir)), table, args
+        )
+        compared[d.name] = baseline_summary(analysed)
+        overlap[d.name] = overlap_summary(analysed, influence)
+    return {"baselines": compared, "baseline_overlap": overlap} if compared else {}
+
+
+def _strategy(workdir: Path, name: str) -> str | None:
+    """The strategy the scores stage recorded in ``scores/<name>/args.json`` (None if absent)."""
+    path = scores_dir(workdir, name) / "args.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8")).get("args", {})
+    strategy = (record.get("args") or {}).get("strategy")
+    return None if strategy is None else str(strategy)
 
 
 @stage("analysis")
@@ -136,10 +151,11 @@ def run(config: ConfigDict, workdir: Path) -> None:
     analyses = [analyse_model(s, table, args) for s in scores]
     pairs = analyse_pairs(scores, args.normalise, args.magnitude_k)
     summary = study_summary(analyses, pairs, table, args)
-    for name in names:
-        compared = _baselines(workdir, name, table, args)
-        if compared:
-            summary["models"][name]["baselines"] = compared
+    for m in analyses:
+        summary["models"][m.name].update(_baselines(workdir, m, table, args))
+        strategy = _strategy(workdir, m.name)
+        if strategy is not None:
+            summary["models"][m.name]["conventions"]["strategy"] = strategy
     write_json(out / "summary.json", summary)
     browser = {
         m.name: browser_entries(m, table, s.per_token)

@@ -9,7 +9,9 @@ read it unchanged: ``scores.npy`` float32 [Q, N], ``query_nats.npy`` [Q], ``doc_
 * ``random``: seeded Gaussian noise;
 * ``grad_dot``: plain gradient dot products — the scores stage's own pass
   (`infljax.stages.scores.score_model`) with strategy ``identity``, into this directory;
-* ``grad_cosine``: grad_dot ÷ (‖∇q‖ ‖∇m‖), from grad_dot's files (computed when either is asked).
+* ``grad_cosine``: grad_dot ÷ (‖∇q‖ ‖∇m‖), from grad_dot's files (computed when either is asked);
+* ``kfac``: the scores stage's pass with strategy ``kfac`` (Kronecker factors without the
+  eigenvalue correction; same factors, damping and rank as the influence scores).
 
 The analyses rank by score ÷ doc_grad_norm when normalising. For ``tfidf``, ``random`` and
 ``grad_cosine`` (already normalised) ``doc_grad_norms.npy`` is therefore all ones, so they are
@@ -50,8 +52,10 @@ from infljax.workdir import (
     tokenizer_path,
 )
 
-METHODS = ("tfidf", "random", "grad_dot", "grad_cosine")
+METHODS = ("tfidf", "random", "grad_dot", "grad_cosine", "kfac")
 GRADIENT_METHODS = ("grad_dot", "grad_cosine")
+# Baselines that are the scores stage's own pass with another strategy.
+SCORING_METHODS = {"grad_dot": "identity", "kfac": "kfac"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +85,10 @@ def run(config: ConfigDict, workdir: Path) -> None:
     corpus = load_corpus(corpus_dir(workdir))
     for name in config.models:
         if any(m in GRADIENT_METHODS for m in args.methods):
-            _gradient_baselines(config, workdir, name, corpus)
+            _scoring_baseline(config, workdir, name, corpus, "grad_dot")
+            _gradient_cosine(config, workdir, name)
+        if "kfac" in args.methods:
+            _scoring_baseline(config, workdir, name, corpus, "kfac")
         source = _companion(workdir, name)
         records = read_query_records(source[1], model=name)
         texts = [baselines.query_text(QueryText.from_record(r)) for r in records]
@@ -99,13 +106,15 @@ def run(config: ConfigDict, workdir: Path) -> None:
             write("random", fn, record | {"seed": args.seed})
 
 
-def _gradient_baselines(config: ConfigDict, workdir: Path, name: str, corpus) -> None:
-    """grad_dot by the scores stage's own pass (strategy identity), then grad_cosine from it."""
-    dot = baselines_dir(workdir, name, "grad_dot")
+def _scoring_baseline(config: ConfigDict, workdir: Path, name: str, corpus, method: str) -> None:
+    """The scores stage's pass with `method`'s strategy (SCORING_METHODS), into its directory.
+
+    Only the [Q, N] matrix is wanted: no self-influence, per-layer or per-token breakdowns.
+    """
     influence = ScoresArgs.from_config(config)
     args = dataclasses.replace(
         influence,
-        strategy="identity",
+        strategy=SCORING_METHODS[method],
         scoring=dataclasses.replace(influence.scoring, self_influence=False),
         per_layer=False,
         rescore_top_k=0,
@@ -120,7 +129,12 @@ def _gradient_baselines(config: ConfigDict, workdir: Path, name: str, corpus) ->
         records,
     )
     mesh = make_mesh(MeshArgs(**config.mesh.to_dict()))
-    score_model(name, inputs, args, mesh, dot, config.overwrite)
+    score_model(name, inputs, args, mesh, baselines_dir(workdir, name, method), config.overwrite)
+
+
+def _gradient_cosine(config: ConfigDict, workdir: Path, name: str) -> None:
+    """grad_cosine from grad_dot's files: scores ÷ (‖∇q‖ ‖∇m‖)."""
+    dot = baselines_dir(workdir, name, "grad_dot")
 
     def cosine() -> np.ndarray:
         norms = baselines.query_grad_norms(query_grads.load_queries(dot / QUERY_GRADS_FILE))

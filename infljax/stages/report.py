@@ -1,8 +1,9 @@
 """Stage `report`: render ``report/index.html`` from the analysis outputs.
 
 Reads ``analysis/summary.json``, ``analysis/top_documents.json`` and ``analysis/*.png``, plus
-``models/<name>/metrics.json`` (held-out loss vs the unigram baseline) and ``corpus/stats.json``
-when present, and writes one self-contained page (figures embedded as base64 PNG).
+``models/<name>/metrics.json`` (held-out loss vs the unigram baseline), ``corpus/stats.json`` and
+``validate/<model>/`` (summary.json and figures) when present, and writes one self-contained
+page (figures embedded as base64 PNG).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Any
 from absl import logging
 from ml_collections import ConfigDict
 
-from infljax.analysis.report import ReportInputs, render_report
+from infljax.analysis.report import ReportInputs, render_report, validation_figure_name
 from infljax.checkpoints import begin_stage, finish_stage
 from infljax.pipeline import stage
-from infljax.workdir import analysis_dir, corpus_dir, model_dir, report_dir
+from infljax.workdir import analysis_dir, corpus_dir, model_dir, report_dir, validate_dir
 
 
 def _read_json(path: Path) -> Any:
@@ -39,9 +40,16 @@ def report_inputs(workdir: Path) -> ReportInputs:
     for m in models:
         if m in knowledge:
             metrics[m] = metrics[m] | {"fact_knowledge": knowledge[m]}
+    validation = {m: _read_json(validate_dir(workdir, m) / "summary.json") for m in models}
+    validation = {m: v for m, v in validation.items() if v}
+    figures = {p.name: p.read_bytes() for p in sorted(analysis.glob("*.png"))}
+    for m in validation:
+        for p in sorted(validate_dir(workdir, m).glob("*.png")):
+            figures[validation_figure_name(m, p.name)] = p.read_bytes()
     return ReportInputs(
         summary=summary,
-        figures={p.name: p.read_bytes() for p in sorted(analysis.glob("*.png"))},
+        figures=figures,
+        validation=validation,
         browser=_read_json(analysis / "top_documents.json") or {},
         metrics=metrics,
         corpus_stats=_read_json(corpus_dir(workdir) / "stats.json"),
@@ -60,6 +68,8 @@ def _digest(directory: Path) -> str:
 def run(config: ConfigDict, workdir: Path) -> None:
     out = report_dir(workdir)
     record = {"analysis": _digest(analysis_dir(workdir)), "queries": _digest(workdir / "queries")}
+    for d in sorted((workdir / "validate").glob("*")):
+        record[f"validate/{d.name}"] = _digest(d)
     if begin_stage(out, record, overwrite=config.overwrite):
         logging.info("report: up to date in %s", out / "index.html")
         return

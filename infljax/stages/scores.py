@@ -8,10 +8,14 @@ Per model, ``<workdir>/scores/<name>/`` holds (DESIGN §4):
   low-rank and full-rank scores);
 * ``per_token.json``: for each query's top ``per_token_top`` documents, per-token scores that
   sum to the document's score (list of {query_id, doc_id, tokens, scores, ...});
+* ``scored.npy`` bool [Q, N], only with ``prefilter_k`` > 0 (absent = every entry scored):
+  True where the entry was computed, i.e. the document is among the query's top-k TF-IDF
+  candidates (`infljax.influence.prefilter`; unscored entries are 0, never-streamed documents
+  have doc_grad_norm and self-influence 0);
 * ``queries.jsonl`` (the query records in score-row order), ``query_grads.npz`` (the
   preconditioned, compressed query gradients: a rerun reuses them), ``partitions/`` (one file
   per finished document range: an interrupted run resumes there) and ``meta.json``
-  (layers, the contraction chosen per layer, timings, documents/s).
+  (layers, the contraction chosen per layer, timings, documents/s, documents streamed).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from infljax.curvature.memory import device_memory_limit
 from infljax.data.corpus import TokenizedCorpus, load_corpus
 from infljax.data.tokenization import load_tokenizer, tokenizer_info
 from infljax.distributed import MeshArgs, make_mesh, replicate
-from infljax.influence import attribution, query_grads, scoring
+from infljax.influence import attribution, baselines, prefilter, query_grads, scoring
 from infljax.influence.measurement import (
     MeasurementArgs,
     QueryText,
@@ -73,6 +77,10 @@ class ScoresArgs:
       per_layer: write per_layer.npy.
       rescore_top_k: re-score each query's top k documents with full-rank gradients (0: off).
       per_token_top: per-token scores for each query's top documents (0: off).
+      prefilter_k: score only each query's top k documents by TF-IDF, streaming only their
+        union (0: every document). A biased shortcut for corpora too large to score in full
+        (`infljax.influence.prefilter`); re-scoring and per-token scores pick among the
+        scored entries only.
     """
 
     layers: tuple[str, ...]
@@ -85,12 +93,15 @@ class ScoresArgs:
     per_layer: bool = True
     rescore_top_k: int = 0
     per_token_top: int = 3
+    prefilter_k: int = 0
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"scores.strategy={self.strategy!r}; valid: {STRATEGIES}")
-        if self.rescore_top_k < 0 or self.per_token_top < 0:
-            raise ValueError("scores.rescore_top_k and scores.per_token_top must be >= 0")
+        if min(self.rescore_top_k, self.per_token_top, self.prefilter_k) < 0:
+            raise ValueError(
+                "scores.rescore_top_k, scores.per_token_top and scores.prefilter_k must be >= 0"
+            )
 
     @classmethod
     def from_config(cls, config: ConfigDict) -> ScoresArgs:
@@ -119,6 +130,7 @@ class ScoresArgs:
             per_layer=s.per_layer,
             rescore_top_k=s.rescore_top_k,
             per_token_top=s.per_token_top,
+            prefilter_k=s.get("prefilter_k", 0),
         )
 
 
@@ -158,8 +170,10 @@ def score_model(
 ) -> None:
     """Score every query of `inputs` against every corpus row with model `name`; write `out`.
 
-    Resumes from `out`'s query gradients and finished partitions. `stop_after` returns after
-    that many partitions have been written in this call (time-sliced jobs; resume tests).
+    With `args.prefilter_k`, only each query's top-k TF-IDF candidates are scored (the union of
+    candidates is streamed; see `infljax.influence.prefilter`). Resumes from `out`'s query
+    gradients and finished partitions. `stop_after` returns after that many partitions have been
+    written in this call (time-sliced jobs; resume tests).
     """
     if begin_stage(out, _record(inputs, args), overwrite=overwrite):
         logging.info("scores %s: up to date in %s", name, out)
@@ -184,16 +198,20 @@ def score_model(
     )
     score_fn = scoring.make_score_fn(graphdef, layers, mesh, self_influence)
     factors = None if factors is None else replicate(factors, mesh)
+    pre = _prefilter(name, inputs, args, tokens)
+    parts = _partitions(inputs.corpus.num_documents, args.scoring.partitions, pre)
     progress = _score_partitions(
-        name, score_fn, (state, plan, factors), inputs.corpus, args, mesh, out, stop_after
+        name, score_fn, (state, plan, factors), inputs.corpus, parts, args, mesh, out, stop_after
     )
     if progress is None:
         return
-    result = _assemble(out, args)
+    result, streamed = _assemble(out, args, pre)
+    scored = None if pre is None else pre.scored
     extras = _breakdowns(
-        out, graphdef, state, plan, tokens, layers, factors, inputs, args, mesh, result
+        out, graphdef, state, plan, tokens, layers, factors, inputs, args, mesh, result, scored
     )
     extras.update(progress, seconds=round(time.perf_counter() - started, 2))
+    extras.update(prefilter_k=0 if pre is None else pre.k, documents_streamed=streamed)
     _write_meta(out, name, layers, choices, tokens, inputs.corpus, extras)
     finish_stage(out)
     logging.info("scores %s: %d x %d in %s", name, *result.scores.shape, out)
@@ -201,8 +219,11 @@ def score_model(
 
 def _record(inputs: ModelInputs, args: ScoresArgs) -> dict:
     """The stage's arguments: its own, plus fingerprints of what it reads."""
+    own = dataclasses.asdict(args)
+    if not args.prefilter_k:
+        del own["prefilter_k"]  # so that records written before the prefilter existed match
     return {
-        "args": dataclasses.asdict(args),
+        "args": own,
         "queries_sha256": hashlib.sha256(
             json.dumps(inputs.records, sort_keys=True).encode()
         ).hexdigest(),
@@ -296,18 +317,56 @@ def _check_memory(name: str, plan, args: ScoresArgs, seq: int, mesh) -> None:
         )
 
 
-def _score_partitions(name, score_fn, inputs, corpus, args, mesh, out, stop_after) -> dict | None:
-    """Score every unfinished partition. `inputs` = (state, plan, factors). Returns this call's
-    throughput once all are done, None when `stop_after` stopped it early."""
+def _prefilter(
+    name: str, inputs: ModelInputs, args: ScoresArgs, tokens: QueryTokens
+) -> prefilter.Prefilter | None:
+    """Each measured query's top-k TF-IDF candidates (None without `args.prefilter_k`)."""
+    if not args.prefilter_k:
+        return None
+    by_id = {r["id"]: r for r in inputs.records}
+    texts = [baselines.query_text(QueryText.from_record(by_id[q])) for q in tokens.query_ids]
+    docs = [d.text for d in inputs.corpus.documents]
+    pre = prefilter.make_prefilter(texts, docs, args.prefilter_k)
+    logging.info(
+        "scores %s: prefilter: %s of %s documents (top %d TF-IDF per query)",
+        name,
+        f"{len(pre.rows):,}",
+        f"{pre.num_documents:,}",
+        pre.k,
+    )
+    return pre
+
+
+def _partitions(
+    num_documents: int, partitions: int, pre: prefilter.Prefilter | None
+) -> list[tuple[int, int] | np.ndarray]:
+    """Each partition's corpus rows: contiguous (start, stop) ranges of the corpus, or with a
+    prefilter, contiguous slices of its streamed rows (explicit indices)."""
+    if pre is None:
+        return scoring.partition_bounds(num_documents, partitions)
+    rows = pre.rows
+    return [rows[a:b] for a, b in scoring.partition_bounds(len(rows), partitions)]
+
+
+def _num_rows(rows: tuple[int, int] | np.ndarray) -> int:
+    return rows[1] - rows[0] if isinstance(rows, tuple) else len(rows)
+
+
+def _score_partitions(
+    name, score_fn, inputs, corpus, parts, args, mesh, out, stop_after
+) -> dict | None:
+    """Score every unfinished partition (`parts`: each one's rows, see `_partitions`).
+    `inputs` = (state, plan, factors). Returns this call's throughput once all are done, None
+    when `stop_after` stopped it early."""
     state, plan, factors = inputs
     parts_dir = out / PARTITIONS_DIR
     parts_dir.mkdir(exist_ok=True)
-    bounds = scoring.partition_bounds(corpus.num_documents, args.scoring.partitions)
-    todo = [i for i in range(len(bounds)) if not _part_path(out, i).is_file()]
-    remaining = sum(bounds[i][1] - bounds[i][0] for i in todo)
+    todo = [i for i in range(len(parts)) if not _part_path(out, i).is_file()]
+    remaining = sum(_num_rows(parts[i]) for i in todo)
+    total = sum(_num_rows(rows) for rows in parts)
     bar = tqdm(
-        total=corpus.num_documents,
-        initial=corpus.num_documents - remaining,
+        total=total,
+        initial=total - remaining,
         desc=f"scores {name}",
         unit="doc",
         mininterval=2.0,
@@ -319,7 +378,7 @@ def _score_partitions(name, score_fn, inputs, corpus, args, mesh, out, stop_afte
             state,
             plan,
             corpus,
-            bounds[i],
+            parts[i],
             args.scoring.batch_size,
             mesh,
             factors,
@@ -350,29 +409,48 @@ def _save_part(path: Path, result: scoring.BatchScores) -> None:
     tmp.replace(path)
 
 
-def _assemble(out: Path, args: ScoresArgs) -> scoring.BatchScores:
-    """Concatenate the partitions into the workdir's score files (compute dtype returned)."""
+def _assemble(
+    out: Path, args: ScoresArgs, pre: prefilter.Prefilter | None
+) -> tuple[scoring.BatchScores, int]:
+    """Concatenate the partitions into the workdir's score files. Returns the [.., N] results
+    (compute dtype) and the number of documents the partitions streamed."""
     count = len(list((out / PARTITIONS_DIR).glob("part_*.npz")))
     parts = []
     for i in range(count):
         with np.load(_part_path(out, i)) as data:
             parts.append(scoring.BatchScores(**{k: data[k] for k in data.files}))
     result = scoring.BatchScores.concatenate(parts)
+    streamed = int(result.sq_norms.shape[0])
+    if pre is not None:
+        result = prefilter.expand(result, pre)
+        np.save(out / "scored.npy", pre.scored)
     np.save(out / "scores.npy", result.scores.astype(np.float32))
     np.save(out / "doc_grad_norms.npy", scoring.doc_grad_norms(result.sq_norms))
     if args.per_layer:
         np.save(out / "per_layer.npy", result.per_layer.astype(np.float32))
     if args.scoring.self_influence:
         np.save(out / "self_influence.npy", result.self_influence)
-    return result
+    return result, streamed
 
 
-def _breakdowns(out, graphdef, state, plan, tokens, layers, factors, inputs, args, mesh, result):
-    """Optional full-rank re-scoring of the top k and per-token scores of the top documents."""
+def _top_scored(scores: np.ndarray, scored: np.ndarray | None, k: int) -> np.ndarray:
+    """[Q, k'] each query's k best documents among its scored entries (`scored` [Q, N] bool;
+    None: all), k' = min(k, the fewest entries any query scored)."""
+    if scored is None:
+        return attribution.top_documents(scores, k)
+    k = min(k, int(scored.sum(axis=1).min()))
+    return attribution.top_documents(np.where(scored, scores, -np.inf), k)
+
+
+def _breakdowns(
+    out, graphdef, state, plan, tokens, layers, factors, inputs, args, mesh, result, scored
+):
+    """Optional full-rank re-scoring of the top k and per-token scores of the top documents,
+    chosen among the `scored` entries ([Q, N] bool, None = all)."""
     extras = {}
     batch_size = args.scoring.batch_size
     if args.rescore_top_k and args.queries.rank:
-        top = attribution.top_documents(result.scores, args.rescore_top_k)
+        top = _top_scored(result.scores, scored, args.rescore_top_k)
         score_fn = scoring.make_score_fn(graphdef, layers, mesh)
         rescored = []
         for start in range(0, tokens.num_queries, args.queries.batch_size):
@@ -390,7 +468,7 @@ def _breakdowns(out, graphdef, state, plan, tokens, layers, factors, inputs, arg
         np.savez(out / "top_k.npz", indices=top, scores=low, full_rank_scores=rescored)
         extras["top_k_pearson"] = float(np.corrcoef(low.ravel(), rescored.ravel())[0, 1])
     if args.per_token_top:
-        top = attribution.top_documents(result.scores, args.per_token_top)
+        top = _top_scored(result.scores, scored, args.per_token_top)
         fn = attribution.make_token_scores_fn(graphdef, layers, mesh)
         rows = np.unique(top)
         per_token = attribution.token_scores(fn, state, plan, inputs.corpus, rows, batch_size, mesh)

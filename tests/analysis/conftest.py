@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from infljax.pipeline import run_stages
-from tests.analysis.synthetic import synthetic_study, write_workdir
+from tests.analysis.synthetic import synthetic_study, write_baselines, write_workdir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,7 @@ def study():
 
 @pytest.fixture(scope="session")
 def analysed_workdir(tmp_path_factory, study):
-    """The synthetic study's workdir after the `analysis` and `report` stages."""
-    workdir = write_workdir(study, tmp_path_factory.mktemp("study"))
+    """The synthetic study's workdir, with baselines, after the `analysis` and `report` stages."""
+    workdir = write_baselines(study, write_workdir(study, tmp_path_factory.mktemp("study")))
     run_stages(demo_config(), workdir, only=["analysis", "report"])
     return workdir

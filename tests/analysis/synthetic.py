@@ -12,7 +12,8 @@ queries of every built-in family, and score matrices for two models in which:
   normalised ranking recovers it exactly;
 * the second model's structure is drawn independently (cross-model correlation ≈ 0).
 
-`write_workdir(study, path)` lays it out as the workdir contract (DESIGN.md §4) describes.
+`write_workdir(study, path)` lays it out as the workdir contract (DESIGN.md §4) describes;
+`write_baselines(study, path)` adds baselines whose analyses are known (`baseline_scores`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from infljax.analysis.ranking import ranking_scores
 from infljax.data.corpus import TokenizedCorpus, corpus_stats, save_corpus
 from infljax.data.readers import Record
 
@@ -199,6 +201,49 @@ def write_workdir(study: Study, workdir: Path, per_token: bool = True) -> Path:
         size = {"small": 1_000, "large": 5_000}.get(name, 2_000)
         metrics = {"final_held_out_loss": 2.0, "unigram_entropy": 4.0, "num_params": size}
         (m / "metrics.json").write_text(json.dumps({**metrics, "seconds": 12.0}))
+    return workdir
+
+
+CODE_FIRST_TASK = "arithmetic"  # baseline "code_first" ranks this task's code documents first
+
+
+def baseline_scores(study: Study, name: str) -> dict[str, np.ndarray]:
+    """[Q, N] scores of three baselines of model `name` whose analyses are known:
+
+    * ``code_first``: the same ranking for every query — the code documents working
+      CODE_FIRST_TASK, then the other code documents, then the rest in random order;
+    * ``same``: the model's own ranking score (score ÷ norm), so every analysis equals the
+      model's and its top documents overlap influence's completely;
+    * ``random``: seeded Gaussian noise.
+    """
+    rng = np.random.default_rng(len(name))
+    n, q = len(study.documents), len(study.queries)
+    code = np.array([d.source == "code" for d in study.documents])
+    task = np.array([d.extra["procedure"] == CODE_FIRST_TASK for d in study.documents])
+    first = rng.uniform(0, 1, size=n) + 10.0 * code + 10.0 * (code & task)
+    return {
+        "code_first": np.tile(first, (q, 1)).astype(np.float32),
+        "same": ranking_scores(study.scores[name], study.norms[name], normalise=True),
+        "random": rng.normal(size=(q, n)).astype(np.float32),
+    }
+
+
+def write_baselines(study: Study, workdir: Path) -> Path:
+    """`baseline_scores` of every model as ``baselines/<model>/<method>/`` (the layout of stage
+    `baselines`: ranked by their own scores, so doc_grad_norms.npy is all ones); model "small"'s
+    scores also record their strategy (``scores/small/args.json``: ekfac)."""
+    workdir = Path(workdir)
+    queries = (workdir / "queries.jsonl").read_text()
+    for name in study.scores:
+        for method, scores in baseline_scores(study, name).items():
+            d = workdir / "baselines" / name / method
+            d.mkdir(parents=True)
+            np.save(d / "scores.npy", scores)
+            np.save(d / "query_nats.npy", study.nats[name])
+            np.save(d / "doc_grad_norms.npy", np.ones(scores.shape[1], np.float32))
+            (d / "queries.jsonl").write_text(queries)
+    record = {"args": {"args": {"strategy": "ekfac"}}}
+    (workdir / "scores" / "small" / "args.json").write_text(json.dumps(record))
     return workdir
 
 
