@@ -24,6 +24,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
     config.stages = tuple(s for s in STAGE_ORDER if s != "validate")
     config.overwrite = False
     config.mesh = ConfigDict({"data": -1, "model": 1})
+    # The dtype factors and scores run the model in: "" = as stored, "bfloat16" = mixed precision
+    # (bfloat16 parameters and activations; float32 statistics; float64 eigendecompositions).
+    config.param_dtype = ""
     config.world = world(smoke)
     config.corpus = corpus(smoke)
     config.models = ConfigDict({"small": small_model(smoke), "large": large_model(smoke)})

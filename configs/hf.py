@@ -46,6 +46,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
     config.stages = ("corpus", "pretrain", "factors", "queries", "scores", "analysis", "report")
     config.overwrite = False
     config.mesh = ConfigDict({"data": -1, "model": 1})
+    # The dtype factors and scores run the model in: "" = as stored, "bfloat16" = mixed precision
+    # (bfloat16 parameters and activations; float32 statistics; float64 eigendecompositions).
+    config.param_dtype = ""
     config.model = model(smoke, "pair" in flags)
     config.corpus = corpus(smoke, config.model)
     config.models = models(config.model, "pair" in flags)

@@ -123,7 +123,8 @@ def run(config: ConfigDict, workdir: Path) -> None:
                 "factors %s: no trained model in %s (run pretrain); skipped", name, directory
             )
             continue
-        model = load_model(directory)
+        dtype = config.get("param_dtype", "")
+        model = load_model(directory, dtype or None)
         layers = select_layers(model, tuple(section.layers))
         fit_model_factors(
             name,
@@ -135,7 +136,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
             mesh,
             factors_dir(workdir, name),
             overwrite=config.overwrite,
-            model_record=model_record(directory),
+            model_record=model_record(directory) | ({"param_dtype": dtype} if dtype else {}),
         )
 
 

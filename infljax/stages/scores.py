@@ -77,6 +77,9 @@ class ScoresArgs:
       per_layer: write per_layer.npy.
       rescore_top_k: re-score each query's top k documents with full-rank gradients (0: off).
       per_token_top: per-token scores for each query's top documents (0: off).
+      param_dtype: the dtype the model runs in ("" = as stored; "bfloat16" = mixed precision:
+        bfloat16 parameters and activations, float32 statistics and query gradients,
+        float64 eigendecompositions).
       prefilter_k: score only each query's top k documents by TF-IDF, streaming only their
         union (0: every document). A biased shortcut for corpora too large to score in full
         (`infljax.influence.prefilter`); re-scoring and per-token scores pick among the
@@ -94,6 +97,7 @@ class ScoresArgs:
     rescore_top_k: int = 0
     per_token_top: int = 3
     prefilter_k: int = 0
+    param_dtype: str = ""
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -131,6 +135,7 @@ class ScoresArgs:
             rescore_top_k=s.rescore_top_k,
             per_token_top=s.per_token_top,
             prefilter_k=s.get("prefilter_k", 0),
+            param_dtype=config.get("param_dtype", ""),
         )
 
 
@@ -179,7 +184,7 @@ def score_model(
         logging.info("scores %s: up to date in %s", name, out)
         return
     started = time.perf_counter()
-    model = load_model(inputs.model_dir)
+    model = load_model(inputs.model_dir, args.param_dtype or None)
     tokens = _encode(name, inputs, args, model.cfg.max_length)
     measured = set(tokens.query_ids)  # all of them, unless on_too_long="skip" left some out
     _write_jsonl(out / "queries.jsonl", [r for r in inputs.records if r["id"] in measured])
@@ -220,8 +225,9 @@ def score_model(
 def _record(inputs: ModelInputs, args: ScoresArgs) -> dict:
     """The stage's arguments: its own, plus fingerprints of what it reads."""
     own = dataclasses.asdict(args)
-    if not args.prefilter_k:
-        del own["prefilter_k"]  # so that records written before the prefilter existed match
+    for key in ("prefilter_k", "param_dtype"):
+        if not own[key]:
+            del own[key]  # so that records written before these options existed match
     return {
         "args": own,
         "queries_sha256": hashlib.sha256(

@@ -165,3 +165,20 @@ def test_complete_outputs_are_skipped_and_changed_arguments_refused(scored):
     changed = dataclasses.replace(ARGS, queries=QueryArgs(rank=3))
     with pytest.raises(StageConflict, match=r"rank: 2 -> 3"):
         score_model("tiny", inputs, changed, mesh, out)
+
+
+def test_bfloat16_mixed_precision_tracks_the_float64_scores(scored, tmp_path):
+    """param_dtype="bfloat16": parameters and activations in bfloat16, statistics and query
+    gradients in float32, the float64 factors unchanged. bfloat16 keeps 8 significant bits
+    (ε = 2⁻⁸ ≈ 0.4%); a score is a sum over a few layers of products of such roundings, so we
+    allow a relative error of 10 ε in the score matrix (Frobenius) and require the same top
+    document for each query."""
+    out, inputs = scored
+    args = dataclasses.replace(ARGS, param_dtype="bfloat16")
+    score_model("tiny", inputs, args, make_mesh(devices=jax.devices()[:2]), tmp_path)
+    full, mixed = (np.load(d / "scores.npy").astype(np.float64) for d in (out, tmp_path))
+    error = np.linalg.norm(mixed - full) / np.linalg.norm(full)
+    assert error < 10 * 2.0**-8, error
+    np.testing.assert_array_equal(mixed.argmax(axis=1), full.argmax(axis=1))
+    record = json.loads((tmp_path / "args.json").read_text())["args"]["args"]
+    assert record["param_dtype"] == "bfloat16"
