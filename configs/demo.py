@@ -23,7 +23,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     # every stage (world → … → report) but validate, which retrains (configs/validate.py)
     config.stages = tuple(s for s in STAGE_ORDER if s != "validate")
     config.overwrite = False
-    config.mesh = ConfigDict({"data": -1, "model": 1})
+    config.mesh = ConfigDict({"data": -1, "model": 1, "params": "replicated"})  # or "fsdp"
     # The dtype factors and scores run the model in: "" = as stored, "bfloat16" = mixed precision
     # (bfloat16 parameters and activations; float32 statistics; float64 eigendecompositions).
     config.param_dtype = ""

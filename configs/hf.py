@@ -15,8 +15,10 @@ downloaded: ``model.path`` is a directory with ``config.json``, ``model.safetens
 sharded index) and the tokenizer, e.g. from ``huggingface-cli download <repo> --local-dir``.
 Nothing is trained: the pretrain stage converts the checkpoint into ``<workdir>/models/<name>/``
 (``model.dtype``: float32 or bfloat16; ``model.shard``: replicated or fsdp over the mesh's
-``model`` axis; ``model.max_length``: 0 = the checkpoint's context, lower it to bound
-generation buffers). The corpus is tokenised with the checkpoint's own tokenizer.
+``data`` axis while converting; ``model.max_length``: 0 = the checkpoint's context, lower it
+to bound generation buffers). The corpus is tokenised with the checkpoint's own tokenizer.
+``mesh.params=fsdp`` keeps the parameters split over the devices in the factors and scores
+stages too (gathered inside each step); ``param_dtype=bfloat16`` runs them in mixed precision.
 
 Tracked layers: the MLP projections of every block, for every architecture (the decoder family
 names them alike: ``mlp.fc_in``/``mlp.fc_out`` for GPT-2 and GPT-NeoX, ``mlp.gate_proj``/
@@ -45,7 +47,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     config = ConfigDict()
     config.stages = ("corpus", "pretrain", "factors", "queries", "scores", "analysis", "report")
     config.overwrite = False
-    config.mesh = ConfigDict({"data": -1, "model": 1})
+    config.mesh = ConfigDict({"data": -1, "model": 1, "params": "replicated"})  # or "fsdp"
     # The dtype factors and scores run the model in: "" = as stored, "bfloat16" = mixed precision
     # (bfloat16 parameters and activations; float32 statistics; float64 eigendecompositions).
     config.param_dtype = ""

@@ -1,29 +1,41 @@
 """Mesh construction and batch placement (DESIGN §7).
 
-One mesh with axes ``("data", "model")``: batches are sharded over ``data``, parameters are
-replicated (FSDP-style sharding over ``model`` comes with large checkpoints). Statistics are
-reduced with `jax.shard_map` + `psum` over ``data`` by the stages that accumulate them.
+One mesh with axes ``("data", "model")``: batches are sharded over ``data``. Parameters are
+replicated, or with ``params="fsdp"`` (ZeRO-3 / FSDP style) each tensor is split over ``data``
+along its largest divisible dimension and gathered inside the step where it is used
+(`param_specs`, `place`, `gather`): at rest a device holds 1/data of the model. Statistics
+are reduced with `jax.shard_map` + `psum` over ``data`` by the stages that accumulate them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding
+
+from infljax.multihost import process_count
+
+PLACEMENTS = ("replicated", "fsdp")
 
 
 @dataclasses.dataclass(frozen=True)
 class MeshArgs:
-    """data: devices along the batch axis (-1 = all remaining); model: devices per model shard."""
+    """data: devices along the batch axis (-1 = all remaining); model: devices per model shard;
+    params: how the factors and scores stages place the model's parameters (PLACEMENTS)."""
 
     data: int = -1
     model: int = 1
+    params: str = "replicated"
 
     def __post_init__(self):
         if self.model < 1 or (self.data < 1 and self.data != -1):
             raise ValueError(f"mesh sizes must be positive (data may be -1), got {self}")
+        if self.params not in PLACEMENTS:
+            raise ValueError(f"mesh.params={self.params!r}; valid: {PLACEMENTS}")
 
 
 def make_mesh(args: MeshArgs = MeshArgs(), devices: list | None = None) -> Mesh:
@@ -48,15 +60,172 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def shard_batch(tree, mesh: Mesh):
-    """Place every leaf of a host batch with its leading axis split over ``data``."""
+    """Place every leaf of a host batch (the whole global batch, the same on every process) with
+    its leading axis split over ``data``; each process transfers only its rows."""
     size = mesh.shape["data"]
     for leaf in jax.tree.leaves(tree):
         if leaf.shape[0] % size:
             raise ValueError(
                 f"batch size {leaf.shape[0]} is not divisible by the mesh's data axis ({size})"
             )
-    return jax.device_put(tree, data_sharding(mesh))
+    if process_count() == 1:
+        return jax.device_put(tree, data_sharding(mesh))
+    rows = process_rows(jax.tree.leaves(tree)[0].shape[0], mesh)
+    return global_batch(jax.tree.map(lambda x: np.asarray(x)[rows], tree), mesh)
 
 
 def replicate(tree, mesh: Mesh):
-    return jax.device_put(tree, replicated(mesh))
+    """Every leaf on every device of `mesh` (see `put`)."""
+    return put(tree, replicated(mesh))
+
+
+def param_spec(shape: tuple[int, ...], mesh: Mesh, placement: str) -> PartitionSpec:
+    """A parameter's spec: replicated, or (fsdp) split over ``data`` along its largest dimension
+    divisible by the axis size (replicated when none is, e.g. a scalar or an odd-sized bias)."""
+    size = mesh.shape["data"]
+    if placement not in PLACEMENTS:
+        raise ValueError(f"unknown parameter placement {placement!r}; valid: {PLACEMENTS}")
+    spec: list[str | None] = [None] * len(shape)
+    if placement == "fsdp" and size > 1:
+        for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
+            if shape[axis] % size == 0:
+                spec[axis] = "data"
+                break
+    return PartitionSpec(*spec)
+
+
+def param_specs(tree, mesh: Mesh, placement: str):
+    """`param_spec` of every leaf (works on tracers too: only shapes are read)."""
+    return jax.tree.map(lambda x: param_spec(tuple(x.shape), mesh, placement), tree)
+
+
+def place(tree, mesh: Mesh, placement: str = "replicated"):
+    """Put a parameter tree on `mesh` as `placement` says (see `param_specs`)."""
+    specs = param_specs(tree, mesh, placement)
+    return put(tree, jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=_is_spec))
+
+
+def gather(tree, specs):
+    """Inside `jax.shard_map`: the full parameters from their local pieces (all-gather over
+    ``data`` of every split leaf; replicated leaves pass through)."""
+
+    def full(x, spec):
+        for axis, name in enumerate(spec):
+            if name is not None:
+                return jax.lax.all_gather(x, name, axis=axis, tiled=True)
+        return x
+
+    return jax.tree.map(full, tree, specs, is_leaf=lambda s: isinstance(s, PartitionSpec))
+
+
+def on_mesh(tree, mesh: Mesh):
+    """`tree` with every leaf already placed on `mesh` kept as it is, the others replicated."""
+
+    def keep_or_replicate(x):
+        sharding = getattr(x, "sharding", None)
+        if isinstance(sharding, NamedSharding) and sharding.mesh == mesh:
+            return x
+        return put(x, replicated(mesh))
+
+    return jax.tree.map(keep_or_replicate, tree)
+
+
+def _is_spec(x) -> bool:
+    return isinstance(x, PartitionSpec)
+
+
+# ----------------------------------------------------------------------------- several processes
+# Each process reads only its rows of every batch (`process_rows`) and `global_batch` joins them;
+# results come back to every process with `to_host`. With one process all of this reduces to
+# `jax.device_put` / `jax.device_get`.
+
+
+def process_rows(batch_size: int, mesh: Mesh) -> slice:
+    """The rows of a global batch of `batch_size` that this process holds under the ``data``
+    split of `mesh`: a contiguous block, in the device order of the mesh (all rows with one
+    process). Callers read only these rows and pass them to `global_batch`."""
+    if process_count() == 1:
+        return slice(0, batch_size)
+    indices = data_sharding(mesh).addressable_devices_indices_map((batch_size,)).values()
+    blocks = sorted({index[0].indices(batch_size)[:2] for index in indices})
+    start, stop = blocks[0][0], blocks[-1][1]
+    if sum(b - a for a, b in blocks) != stop - start:
+        raise ValueError(
+            f"this process's devices hold rows {blocks} of each batch, not one block; build the "
+            "mesh with each process's devices next to each other along 'data'"
+        )
+    return slice(start, stop)
+
+
+def global_batch(tree, mesh: Mesh):
+    """One global batch, split over ``data``, from this process's rows of it (`process_rows`;
+    every leaf's leading axis). With one process: `shard_batch`."""
+    if process_count() == 1:
+        return shard_batch(tree, mesh)
+    sharding = data_sharding(mesh)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree
+    )
+
+
+def to_host(tree):
+    """Numpy values of a tree of arrays, the same on every process: an array split over devices
+    of several processes is all-gathered, so every process must call this at the same point."""
+
+    def fetch(x):
+        if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(jax.device_get(x))
+
+    return jax.tree.map(fetch, tree)
+
+
+def put(tree, sharding: Sharding | object):
+    """`jax.device_put(tree, sharding)` (one sharding, or a tree of them) that also works when
+    the sharding spans several processes.
+
+    Then every process must hold the same host values: each places its own devices' pieces
+    (no data crosses between processes), after checking a digest of the values against the
+    other processes' (a mismatch raises instead of computing with different inputs).
+    Leaves already placed as asked are kept.
+    """
+    if process_count() == 1:
+        return jax.device_put(tree, sharding)
+    leaves, treedef = jax.tree.flatten(tree)
+    shardings = (
+        [sharding] * len(leaves)
+        if isinstance(sharding, Sharding)
+        else treedef.flatten_up_to(sharding)
+    )
+    todo = [
+        i
+        for i, (x, s) in enumerate(zip(leaves, shardings, strict=True))
+        if not (isinstance(x, jax.Array) and x.sharding == s)
+    ]
+    if todo:
+        host = {i: _host_value(leaves[i]) for i in todo}
+        _check_same_on_all_processes(list(host.values()))
+        for i, value in host.items():
+            leaves[i] = _from_host(value, shardings[i])
+    return treedef.unflatten(leaves)
+
+
+def _from_host(value: np.ndarray, sharding: Sharding) -> jax.Array:
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def _host_value(x) -> np.ndarray:
+    value = np.asarray(jax.device_get(x))
+    return value.astype(jax.dtypes.canonicalize_dtype(value.dtype), copy=False)
+
+
+def _check_same_on_all_processes(values: list[np.ndarray]) -> None:
+    digest = hashlib.blake2b(digest_size=16)
+    for value in values:
+        digest.update(str((value.shape, value.dtype)).encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    multihost_utils.assert_equal(
+        np.frombuffer(digest.digest(), np.uint8),
+        "values to be replicated differ between processes (each process must compute the same "
+        "parameters, eigenbases and query gradients; are the hosts' software or inputs equal?)",
+    )

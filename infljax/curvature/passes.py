@@ -33,9 +33,10 @@ from infljax.curvature.state import (
     zero_covariance,
     zero_lambdas,
 )
-from infljax.distributed import replicate, shard_batch
+from infljax.distributed import gather, global_batch, param_specs, place, replicate, to_host
 from infljax.models.capture import capture, layer_module
 from infljax.models.losses import Batch
+from infljax.multihost import process_count
 
 FISHERS = ("true", "empirical")
 AUTO_CHUNK = 16  # lambda chunk on accelerators when FactorArgs.lambda_chunk = 0
@@ -127,17 +128,25 @@ def _sample_key(fisher: str, seed: jax.Array, rows: jax.Array) -> jax.Array | No
     return None if fisher == "empirical" else label_keys(seed, rows)
 
 
-def _sharded_step(local: Callable, mesh: Mesh, replicated_args: int) -> Callable:
-    """shard_map `local(*replicated, row_batch)`: replicated inputs, batch split over data."""
-    in_specs = (P(),) * replicated_args + (P("data"),)
-    return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=P())
+def _sharded_step(local: Callable, mesh: Mesh, params, placement: str, others: int) -> Callable:
+    """shard_map `local(params, *others, row_batch)`: the parameters placed as `placement`
+    (`local` receives them gathered), the others replicated, the batch split over data."""
+    specs = param_specs(params, mesh, placement)
+    in_specs = (specs,) + (P(),) * others + (P("data"),)
+
+    def gathered(params, *rest):
+        return local(gather(params, specs), *rest)
+
+    return jax.shard_map(gathered, mesh=mesh, in_specs=in_specs, out_specs=P())
 
 
-_STATIC = ("graphdef", "layers", "mesh", "fisher")
+_STATIC = ("graphdef", "layers", "mesh", "fisher", "placement")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC, donate_argnames=("sums",))
-def covariance_step(params, sums, seed, row_batch: RowBatch, *, graphdef, layers, mesh, fisher):
+def covariance_step(
+    params, sums, seed, row_batch: RowBatch, *, graphdef, layers, mesh, fisher, placement
+):
     """sums + this batch's Σ a aᵀ, Σ g gᵀ; and int32 [2] (tokens, sequences) of the batch."""
 
     def local(params, seed, rb: RowBatch):
@@ -147,13 +156,24 @@ def covariance_step(params, sums, seed, row_batch: RowBatch, *, graphdef, layers
         new = {p: statistics.covariance_sums(io[p], mask) for p in layers}
         return jax.lax.psum((new, statistics.batch_counts(mask)), "data")
 
-    new, counts = _sharded_step(local, mesh, 2)(params, seed, row_batch)
+    new, counts = _sharded_step(local, mesh, params, placement, 1)(params, seed, row_batch)
     return jax.tree.map(jnp.add, sums, new), counts
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC + ("chunk",), donate_argnames=("sums",))
 def lambda_step(
-    params, bases, sums, seed, row_batch: RowBatch, *, graphdef, layers, mesh, fisher, chunk
+    params,
+    bases,
+    sums,
+    seed,
+    row_batch: RowBatch,
+    *,
+    graphdef,
+    layers,
+    mesh,
+    fisher,
+    placement,
+    chunk,
 ):
     """sums + this batch's Σ (Q_Sᵀ G Q_A)², Σ G²; and int32 [2] (tokens, sequences)."""
 
@@ -164,15 +184,25 @@ def lambda_step(
         new = {p: statistics.lambda_sums(io[p], mask, bases[p], chunk) for p in layers}
         return jax.lax.psum((new, statistics.batch_counts(mask)), "data")
 
-    new, counts = _sharded_step(local, mesh, 3)(params, bases, seed, row_batch)
+    step = _sharded_step(local, mesh, params, placement, 2)
+    new, counts = step(params, bases, seed, row_batch)
     return jax.tree.map(jnp.add, sums, new), counts
 
 
 def with_rows(batches: Iterable[Batch | RowBatch]) -> Iterator[RowBatch]:
-    """RowBatches; a plain Batch's rows are its positions in the stream of sequences."""
+    """RowBatches; a plain Batch's rows are its positions in the stream of sequences.
+
+    With several processes every item is this process's rows of a global batch
+    (`infljax.distributed.process_rows`) and must be a RowBatch, which names its corpus rows.
+    """
     offset = 0
     for item in batches:
         if isinstance(item, Batch):
+            if process_count() > 1:
+                raise TypeError(
+                    "with several processes, pass RowBatches (each process's rows of every "
+                    "batch, with their corpus rows), not plain Batches"
+                )
             item = RowBatch(np.arange(offset, offset + item.inputs.shape[0]), item)
         offset += item.rows.shape[0]
         yield RowBatch(np.asarray(item.rows, np.int32), item.batch)  # one dtype: one compile
@@ -181,12 +211,12 @@ def with_rows(batches: Iterable[Batch | RowBatch]) -> Iterator[RowBatch]:
 def _run_pass(step: Callable, sums, batches, mesh: Mesh, progress) -> Statistics:
     counts = []
     for row_batch in with_rows(batches):
-        sums, batch_counts = step(sums, shard_batch(row_batch, mesh))
+        sums, batch_counts = step(sums, global_batch(row_batch, mesh))
         counts.append(batch_counts)
         if progress is not None:
             progress(int(np.sum(np.asarray(row_batch.rows) >= 0)))
-    total = np.sum(np.asarray(jax.device_get(counts), np.int64).reshape(-1, 2), axis=0)
-    return Statistics(jax.device_get(sums), Counts(int(total[0]), int(total[1])))
+    total = np.sum(np.asarray(to_host(counts), np.int64).reshape(-1, 2), axis=0)
+    return Statistics(to_host(sums), Counts(int(total[0]), int(total[1])))
 
 
 def factor_dtype(model: nnx.Module, layers: Sequence[str]) -> jnp.dtype:
@@ -194,10 +224,10 @@ def factor_dtype(model: nnx.Module, layers: Sequence[str]) -> jnp.dtype:
     return statistics.stats_dtype(layer_module(model, layers[0]).kernel[...].dtype)
 
 
-def _split(model: nnx.Module, layers: Sequence[str], mesh: Mesh):
+def _split(model: nnx.Module, layers: Sequence[str], mesh: Mesh, placement: str):
     graphdef, params = nnx.split(model)
     shapes = layer_shapes(model, layers)
-    return graphdef, replicate(params, mesh), shapes, factor_dtype(model, layers)
+    return graphdef, place(params, mesh, placement), shapes, factor_dtype(model, layers)
 
 
 def covariance_pass(
@@ -207,10 +237,14 @@ def covariance_pass(
     args: FactorArgs,
     mesh: Mesh,
     progress: Callable[[int], None] | None = None,
+    placement: str = "replicated",
 ) -> Statistics[CovarianceSums]:
-    """Σ a aᵀ, Σ g gᵀ and the counts over `batches` (each batch size divisible by mesh data)."""
-    graphdef, params, shapes, dtype = _split(model, layers, mesh)
+    """Σ a aᵀ, Σ g gᵀ and the counts over `batches` (each batch size divisible by mesh data).
+
+    `placement`: the parameters replicated or FSDP-split over data (`infljax.distributed`)."""
+    graphdef, params, shapes, dtype = _split(model, layers, mesh, placement)
     static = dict(graphdef=graphdef, layers=tuple(layers), mesh=mesh, fisher=args.fisher)
+    static["placement"] = placement
     seed = jnp.asarray(args.seed, jnp.uint32)
 
     def step(sums, row_batch):
@@ -228,10 +262,12 @@ def lambda_pass(
     args: FactorArgs,
     mesh: Mesh,
     progress: Callable[[int], None] | None = None,
+    placement: str = "replicated",
 ) -> Statistics[LambdaSums]:
     """Σ (Q_Sᵀ G Q_A)², Σ G² over sequences and the counts, in the eigenbases `bases`."""
-    graphdef, params, shapes, dtype = _split(model, layers, mesh)
+    graphdef, params, shapes, dtype = _split(model, layers, mesh, placement)
     static = dict(graphdef=graphdef, layers=tuple(layers), mesh=mesh, fisher=args.fisher)
+    static["placement"] = placement
     static["chunk"] = args.chunk_for(mesh)
     seed = jnp.asarray(args.seed, jnp.uint32)
     bases = replicate({p: bases[p] for p in layers}, mesh)
@@ -249,6 +285,7 @@ def fit_factors(
     batches: Iterable[Batch | RowBatch],
     args: FactorArgs,
     mesh: Mesh,
+    placement: str = "replicated",
 ) -> Factors:
     """EK-FAC factors of `layers`: covariance pass, eigendecomposition, lambda pass.
 
@@ -261,7 +298,7 @@ def fit_factors(
             "another re-iterable collection, not an iterator/generator"
         )
     check_finite_parameters(model)
-    covariance = covariance_pass(model, layers, batches, args, mesh)
+    covariance = covariance_pass(model, layers, batches, args, mesh, placement=placement)
     bases = eigendecompose(covariance)
-    lambdas = lambda_pass(model, layers, bases, batches, args, mesh)
+    lambdas = lambda_pass(model, layers, bases, batches, args, mesh, placement=placement)
     return build_factors(covariance, bases, lambdas)

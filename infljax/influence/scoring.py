@@ -23,8 +23,16 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from infljax.curvature import DampingArgs, Factors, precondition
-from infljax.data.corpus import TokenizedCorpus, iter_batches
-from infljax.distributed import replicate, shard_batch
+from infljax.data.corpus import TokenizedCorpus, read_rows
+from infljax.distributed import (
+    gather,
+    global_batch,
+    on_mesh,
+    param_specs,
+    process_rows,
+    replicate,
+    to_host,
+)
 from infljax.influence import contraction
 from infljax.influence.query_grads import LayerQueries, LowRankQueries
 from infljax.models.capture import capture
@@ -141,11 +149,13 @@ def make_score_fn(
     layers: tuple[str, ...],
     mesh: jax.sharding.Mesh,
     self_influence: SelfInfluence | None = None,
+    placement: str = "replicated",
 ) -> Callable[[nnx.State, Batch, Plan, Factors | None], BatchScores]:
     """A jitted `(state, batch, plan, factors) -> BatchScores`, the batch split over ``data``.
 
-    State, plan and factors (used only for self-influence; may be None) are replicated and
-    passed as arguments, never baked into the compiled function as constants.
+    Plan and factors (used only for self-influence; may be None) are replicated; the state is
+    replicated or FSDP-split (`placement`, `infljax.distributed.place`) and gathered inside the
+    step. All are passed as arguments, never baked into the compiled function as constants.
     """
 
     def local(state, batch, plan, factors):
@@ -160,8 +170,16 @@ def make_score_fn(
         )
 
     out_specs = BatchScores(P(None, "data"), P(None, None, "data"), P("data"), P("data"))
-    in_specs = (P(), P("data"), P(), P())
-    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_specs))
+
+    def step(state, batch, plan, factors):
+        specs = param_specs(state, mesh, placement)
+        in_specs = (specs, P("data"), P(), P())
+        fn = lambda *args: local(gather(args[0], specs), *args[1:])  # noqa: E731
+        return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)(
+            state, batch, plan, factors
+        )
+
+    return jax.jit(step)
 
 
 def _self_influence(io, layers, how: SelfInfluence | None, factors) -> jax.Array:
@@ -190,14 +208,17 @@ def score_documents(
 ) -> BatchScores:
     """Scores of corpus rows (a (start, stop) range or explicit indices), as host arrays.
 
-    `factors` (replicated) feed self-influence only. `on_batch(num_documents)` is called after
-    each batch (progress bars). Dispatch runs one batch ahead of the host copy so the device
-    never waits for Python.
+    `factors` (replicated) feed self-influence only. A state already on `mesh` (replicated or
+    FSDP-split, `infljax.distributed.place`) stays as it is; anything else is replicated.
+    `on_batch(num_documents)` is called after each batch (progress bars). Dispatch runs one
+    batch ahead of the host copy so the device never waits for Python. With several processes
+    each reads only its rows of every batch, and every process returns all the scores.
     """
-    state, plan, factors = replicate((state, plan, factors), mesh)  # no-op when in place
+    state, plan, factors = on_mesh(state, mesh), *replicate((plan, factors), mesh)
     parts, pending = [], None
-    for valid, batch in document_batches(corpus, rows, batch_size):
-        result = score_fn(state, shard_batch(batch, mesh), plan, factors)
+    local = process_rows(batch_size, mesh)
+    for valid, batch in document_batches(corpus, rows, batch_size, local):
+        result = score_fn(state, global_batch(batch, mesh), plan, factors)
         if pending is not None:
             parts.append(_fetch(*pending, on_batch))
         pending = (result, valid)
@@ -209,27 +230,30 @@ def score_documents(
 
 
 def _fetch(result: BatchScores, valid: int, on_batch) -> BatchScores:
-    out = jax.device_get(result).take(slice(0, valid))
+    out = to_host(result).take(slice(0, valid))
     if on_batch is not None:
         on_batch(valid)
     return out
 
 
 def document_batches(
-    corpus: TokenizedCorpus, rows: tuple[int, int] | np.ndarray, batch_size: int
+    corpus: TokenizedCorpus,
+    rows: tuple[int, int] | np.ndarray,
+    batch_size: int,
+    local: slice = slice(None),
 ) -> Iterator[tuple[int, Batch]]:
-    """(number of real rows, Batch) of fixed shape; the last is padded with zero-length rows."""
-    if isinstance(rows, tuple):
-        for indices, tokens, lengths in iter_batches(corpus, batch_size, *rows):
-            yield int(np.sum(indices >= 0)), Batch.from_documents(tokens, lengths)
-        return
-    rows = np.asarray(rows, np.int64)
+    """(number of real rows, Batch) of fixed shape; the last is padded with zero-length rows.
+
+    Each Batch holds only the `local` rows of the global batch of `batch_size` (this process's,
+    `infljax.distributed.process_rows`; default all), and only those are read from the corpus;
+    the count is the global batch's.
+    """
+    rows = np.arange(*rows) if isinstance(rows, tuple) else np.asarray(rows, np.int64)
     for begin in range(0, len(rows), batch_size):
-        chunk = rows[begin : begin + batch_size]
-        tokens = np.full((batch_size, corpus.max_length), corpus.pad_id, np.int32)
-        lengths = np.zeros(batch_size, np.int32)
-        tokens[: len(chunk)], lengths[: len(chunk)] = corpus.tokens[chunk], corpus.lengths[chunk]
-        yield len(chunk), Batch.from_documents(tokens, lengths)
+        part = rows[begin : begin + batch_size]
+        chunk = np.full(batch_size, -1, np.int64)
+        chunk[: len(part)] = part
+        yield len(part), Batch.from_documents(*read_rows(corpus, chunk[local]))
 
 
 def partition_bounds(num_documents: int, partitions: int) -> list[tuple[int, int]]:

@@ -26,8 +26,9 @@ from pathlib import Path
 import jax
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding
 
+from infljax.distributed import PLACEMENTS, param_spec
 from infljax.models.architectures import (
     ARCHITECTURES,
     Architecture,
@@ -49,7 +50,7 @@ __all__ = [
 ]
 
 DTYPES = ("float32", "bfloat16", "float64")
-SHARDS = ("replicated", "fsdp")
+SHARDS = PLACEMENTS
 FLOAT_TENSORS = ("F64", "F32", "F16", "BF16")
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -61,7 +62,7 @@ class ConvertArgs:
     """Attributes:
     dtype: parameter dtype of the converted model (float32 or bfloat16; float64 for tests).
     shard: "replicated" (every device holds every tensor) or "fsdp" (each tensor split over the
-      mesh's ``model`` axis along its largest divisible dimension).
+      mesh's ``data`` axis along its largest divisible dimension, `infljax.distributed.place`).
     max_length: longest sequence the model accepts; 0 = the checkpoint's
       ``max_position_embeddings``. Lower it to bound generation buffers (GPT-2's learned
       positions are cut to it).
@@ -231,18 +232,6 @@ def _read(reader: SafetensorsReader, source: Source, like, target: str) -> np.nd
     return y
 
 
-def _sharding(shape: tuple[int, ...], mesh: Mesh, shard: str) -> NamedSharding:
-    """Replicated, or split along the largest dimension divisible by the ``model`` axis."""
-    spec = [None] * len(shape)
-    size = mesh.shape["model"]
-    if shard == "fsdp" and size > 1:
-        for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
-            if shape[axis] % size == 0:
-                spec[axis] = "model"
-                break
-    return NamedSharding(mesh, PartitionSpec(*spec))
-
-
 def load_hf(
     path: str | Path, args: ConvertArgs = ConvertArgs(), mesh: Mesh | None = None
 ) -> Decoder:
@@ -262,7 +251,9 @@ def load_hf(
         check_names(arch, sources, reader.names)
         for target, like in targets.items():
             x = _read(reader, sources[target], like, target)
-            where = None if mesh is None else _sharding(x.shape, mesh, args.shard)
+            where = (
+                None if mesh is None else NamedSharding(mesh, param_spec(x.shape, mesh, args.shard))
+            )
             _assign(pure, target, jax.device_put(x, where))
     nnx.replace_by_pure_dict(state, pure)
     return nnx.merge(graphdef, state)

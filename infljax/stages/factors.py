@@ -13,7 +13,7 @@ import dataclasses
 import json
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import jax
@@ -51,11 +51,12 @@ from infljax.curvature.storage import (
     save_statistics,
     statistics_exist,
 )
-from infljax.data.corpus import TokenizedCorpus, load_corpus
-from infljax.distributed import MeshArgs, make_mesh
+from infljax.data.corpus import TokenizedCorpus, load_corpus, read_rows
+from infljax.distributed import MeshArgs, make_mesh, process_rows
 from infljax.models.capture import select_layers
 from infljax.models.io import CONFIG_FILE, load_model
 from infljax.models.losses import Batch
+from infljax.multihost import is_main, on_main
 from infljax.pipeline import stage, write_json
 from infljax.workdir import corpus_dir, factors_dir, model_dir
 
@@ -71,11 +72,14 @@ class FitPlan:
       batch_size: sequences per step over all devices (divisible by the mesh's data axis).
       partitions: contiguous parts of the rows; each part's sums are saved when it completes,
         so an interrupted fit resumes at the next part. Results do not depend on it.
+      placement: the parameters replicated or FSDP-split over the mesh (config.mesh.params;
+        `infljax.distributed.place`). Results do not depend on it.
     """
 
     num_documents: int = 0
     batch_size: int = 64
     partitions: int = 4
+    placement: str = "replicated"
 
     def __post_init__(self):
         if self.num_documents < 0:
@@ -92,30 +96,42 @@ def plan_rows(num_rows: int, plan: FitPlan, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(num_rows, plan.num_documents, replace=False))
 
 
-def row_batches(corpus: TokenizedCorpus, rows: np.ndarray, batch_size: int) -> Iterator[RowBatch]:
-    """Fixed-shape batches of `rows`; the last is filled with zero-length rows of index -1."""
-    length = corpus.max_length
+def row_batches(
+    corpus: TokenizedCorpus,
+    rows: np.ndarray,
+    batch_size: int,
+    local: slice = slice(None),
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[RowBatch]:
+    """Fixed-shape batches of `rows`; the last is filled with zero-length rows of index -1.
+
+    Each batch holds only the `local` rows of the global batch of `batch_size` (this process's,
+    `infljax.distributed.process_rows`; default all), and only those are read from the corpus.
+    `progress(n)` gets each global batch's number of real rows once the batch was taken.
+    """
     for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        tokens = np.full((batch_size, length), corpus.pad_id, np.int32)
-        lengths = np.zeros(batch_size, np.int32)
-        ids = np.full(batch_size, -1, np.int32)
-        tokens[: len(chunk)], lengths[: len(chunk)] = corpus.tokens[chunk], corpus.lengths[chunk]
-        ids[: len(chunk)] = chunk
-        yield RowBatch(ids, Batch.from_documents(tokens, lengths))
+        part = rows[start : start + batch_size]
+        chunk = np.full(batch_size, -1, np.int64)
+        chunk[: len(part)] = part
+        ids = chunk[local]
+        yield RowBatch(ids.astype(np.int32), Batch.from_documents(*read_rows(corpus, ids)))
+        if progress is not None:
+            progress(len(part))
 
 
 @stage("factors")
 def run(config: ConfigDict, workdir: Path) -> None:
     section = config.factors
     args = FactorArgs(fisher=section.fisher, seed=section.seed, lambda_chunk=section.lambda_chunk)
+    mesh_args = MeshArgs(**config.mesh.to_dict())
     plan = FitPlan(
         num_documents=section.num_documents,
         batch_size=section.batch_size,
         partitions=section.partitions,
+        placement=mesh_args.params,
     )
     corpus = load_corpus(corpus_dir(workdir))
-    mesh = make_mesh(MeshArgs(**config.mesh.to_dict()))
+    mesh = make_mesh(mesh_args)
     for name in config.models:
         directory = model_dir(workdir, name)
         if not (directory / CONFIG_FILE).exists():
@@ -201,8 +217,7 @@ def fit_model_factors(
         },
     )
     finish_stage(out)
-    for partial in (PARTS_COVARIANCE, PARTS_LAMBDAS):  # resume data, no longer needed
-        shutil.rmtree(out / partial, ignore_errors=True)
+    on_main(_remove_partials, out)
     logging.info("factors %s: %d layers on %d sequences", name, len(layers), counts.sequences)
     return True
 
@@ -254,8 +269,10 @@ class _Fit:
         return build_factors(cov, bases, lam)
 
     def _compute(self, rows: np.ndarray, bases, progress) -> Statistics:
-        batches = row_batches(self.corpus, rows, self.plan.batch_size)
-        common = dict(batches=batches, args=self.args, mesh=self.mesh, progress=progress)
+        local = process_rows(self.plan.batch_size, self.mesh)
+        batches = row_batches(self.corpus, rows, self.plan.batch_size, local, progress)
+        common = dict(batches=batches, args=self.args, mesh=self.mesh, progress=None)
+        common["placement"] = self.plan.placement
         if bases is None:
             return covariance_pass(self.model, self.layers, **common)
         return lambda_pass(self.model, self.layers, bases, **common)
@@ -263,12 +280,15 @@ class _Fit:
     def _partitions(self, kind: str, parts, like: dict, bases) -> Statistics | None:
         """Merged statistics of every partition, computing those not yet on disk."""
         paths = [self.out / kind / f"part_{i:05d}" for i in range(len(parts))]
-        done = sum(len(r) for r, path in zip(parts, paths, strict=True) if statistics_exist(path))
+        stored = on_main(_stored, paths)  # decided once, by process 0
+        done = sum(len(r) for r, here in zip(parts, stored, strict=True) if here)
         total = sum(len(r) for r in parts)
         results = []
-        with tqdm(total=total, initial=done, desc=f"{kind} {self.name}", mininterval=2.0) as bar:
-            for rows, path in zip(parts, paths, strict=True):
-                if statistics_exist(path):
+        desc = f"{kind} {self.name}"
+        bar = tqdm(total=total, initial=done, desc=desc, mininterval=2.0, disable=not is_main())
+        with bar:
+            for rows, path, here in zip(parts, paths, stored, strict=True):
+                if here:
                     results.append(load_statistics(path, like))
                     continue
                 if not self.budget.take():
@@ -277,6 +297,16 @@ class _Fit:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 save_statistics(path, results[-1])
         return merge_all(results)
+
+
+def _stored(paths: list[Path]) -> list[bool]:
+    return [statistics_exist(path) for path in paths]
+
+
+def _remove_partials(out: Path) -> None:
+    """The partitions' sums: resume data, no longer needed once the factors are complete."""
+    for partial in (PARTS_COVARIANCE, PARTS_LAMBDAS):
+        shutil.rmtree(out / partial, ignore_errors=True)
 
 
 def _check_batch(plan: FitPlan, mesh: jax.sharding.Mesh) -> None:

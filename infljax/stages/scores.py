@@ -40,7 +40,7 @@ from infljax.curvature import STRATEGIES, DampingArgs, load_factors
 from infljax.curvature.memory import device_memory_limit
 from infljax.data.corpus import TokenizedCorpus, load_corpus
 from infljax.data.tokenization import load_tokenizer, tokenizer_info
-from infljax.distributed import MeshArgs, make_mesh, replicate
+from infljax.distributed import MeshArgs, make_mesh, place, replicate, to_host
 from infljax.influence import attribution, baselines, prefilter, query_grads, scoring
 from infljax.influence.measurement import (
     MeasurementArgs,
@@ -53,6 +53,7 @@ from infljax.influence.measurement import (
 )
 from infljax.models.capture import select_layers
 from infljax.models.io import load_model
+from infljax.multihost import is_main, on_main
 from infljax.pipeline import stage, write_json
 from infljax.workdir import (
     corpus_dir,
@@ -144,13 +145,15 @@ def run(config: ConfigDict, workdir: Path) -> None:
     args = ScoresArgs.from_config(config)
     corpus = load_corpus(corpus_dir(workdir))
     tokenizer = load_tokenizer(tokenizer_path(workdir))
-    mesh = make_mesh(MeshArgs(**config.mesh.to_dict()))
+    mesh_args = MeshArgs(**config.mesh.to_dict())
+    mesh = make_mesh(mesh_args)
     for name in config.models:
         records = read_query_records(queries_path(workdir), model=name)
         inputs = ModelInputs(
             model_dir(workdir, name), factors_dir(workdir, name), corpus, tokenizer, records
         )
-        score_model(name, inputs, args, mesh, scores_dir(workdir, name), config.overwrite)
+        out = scores_dir(workdir, name)
+        score_model(name, inputs, args, mesh, out, config.overwrite, placement=mesh_args.params)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -172,8 +175,12 @@ def score_model(
     out: Path,
     overwrite: bool = False,
     stop_after: int | None = None,
+    placement: str = "replicated",
 ) -> None:
     """Score every query of `inputs` against every corpus row with model `name`; write `out`.
+
+    `placement`: the parameters replicated or FSDP-split over the mesh (config.mesh.params);
+    the results do not depend on it.
 
     With `args.prefilter_k`, only each query's top-k TF-IDF candidates are scored (the union of
     candidates is streamed; see `infljax.influence.prefilter`). Resumes from `out`'s query
@@ -187,9 +194,10 @@ def score_model(
     model = load_model(inputs.model_dir, args.param_dtype or None)
     tokens = _encode(name, inputs, args, model.cfg.max_length)
     measured = set(tokens.query_ids)  # all of them, unless on_too_long="skip" left some out
-    _write_jsonl(out / "queries.jsonl", [r for r in inputs.records if r["id"] in measured])
+    measured_records = [r for r in inputs.records if r["id"] in measured]
+    on_main(_write_jsonl, out / "queries.jsonl", measured_records)
     graphdef, state = nnx.split(model)
-    state = replicate(state, mesh)
+    state = place(state, mesh, placement)
     layers = select_layers(model, args.layers)
     factors = _factors(inputs, args, layers)
     queries = _query_plan(out, graphdef, state, tokens, layers, factors, args, mesh)
@@ -201,7 +209,7 @@ def score_model(
         if args.scoring.self_influence
         else None
     )
-    score_fn = scoring.make_score_fn(graphdef, layers, mesh, self_influence)
+    score_fn = scoring.make_score_fn(graphdef, layers, mesh, self_influence, placement)
     factors = None if factors is None else replicate(factors, mesh)
     pre = _prefilter(name, inputs, args, tokens)
     parts = _partitions(inputs.corpus.num_documents, args.scoring.partitions, pre)
@@ -285,7 +293,7 @@ def _query_plan(out, graphdef, state, tokens, layers, factors, args, mesh, rank=
     """
     q_args = args.queries if rank is None else dataclasses.replace(args.queries, rank=rank)
     path = out / QUERY_GRADS_FILE
-    if rank is None and path.is_file():
+    if rank is None and on_main(path.is_file):
         return query_grads.load_queries(path)
     grads_fn = query_grads.make_query_grads_fn(graphdef, layers)
     queries = query_grads.prepare_queries(
@@ -293,18 +301,21 @@ def _query_plan(out, graphdef, state, tokens, layers, factors, args, mesh, rank=
     )
     if rank is None:
         nats = _query_nats(graphdef, state, tokens, q_args.batch_size, mesh)
-        np.save(out / "query_nats.npy", nats)
-        query_grads.save_queries(path, queries)
+        on_main(_save_query_plan, out, nats, queries)
     return queries
+
+
+def _save_query_plan(out: Path, nats: np.ndarray, queries) -> None:
+    np.save(out / "query_nats.npy", nats)
+    query_grads.save_queries(out / QUERY_GRADS_FILE, queries)
 
 
 def _query_nats(graphdef, state, tokens: QueryTokens, batch_size: int, mesh) -> np.ndarray:
     nats_fn = make_nats_fn(graphdef)
-    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     parts = []
     for start in range(0, tokens.num_queries, batch_size):
-        batch = jax.device_put(tokens.batch(slice(start, start + batch_size)), rep)
-        parts.append(np.asarray(jax.device_get(nats_fn(state, batch))))
+        batch = replicate(tokens.batch(slice(start, start + batch_size)), mesh)
+        parts.append(to_host(nats_fn(state, batch)))
     return np.concatenate(parts)
 
 
@@ -367,7 +378,7 @@ def _score_partitions(
     state, plan, factors = inputs
     parts_dir = out / PARTITIONS_DIR
     parts_dir.mkdir(exist_ok=True)
-    todo = [i for i in range(len(parts)) if not _part_path(out, i).is_file()]
+    todo = on_main(_unscored, out, len(parts))  # decided once, by process 0
     remaining = sum(_num_rows(parts[i]) for i in todo)
     total = sum(_num_rows(rows) for rows in parts)
     bar = tqdm(
@@ -376,6 +387,7 @@ def _score_partitions(
         desc=f"scores {name}",
         unit="doc",
         mininterval=2.0,
+        disable=not is_main(),
     )
     started = time.perf_counter()
     for count, i in enumerate(todo):
@@ -390,7 +402,7 @@ def _score_partitions(
             factors,
             bar.update,
         )
-        _save_part(_part_path(out, i), result)
+        on_main(_save_part, _part_path(out, i), result)
         if stop_after is not None and count + 1 >= stop_after and count + 1 < len(todo):
             bar.close()
             return None
@@ -404,6 +416,11 @@ def _score_partitions(
 
 def _part_path(out: Path, index: int) -> Path:
     return out / PARTITIONS_DIR / f"part_{index:05d}.npz"
+
+
+def _unscored(out: Path, count: int) -> list[int]:
+    """Indices of the partitions (of `count`) not yet written."""
+    return [i for i in range(count) if not _part_path(out, i).is_file()]
 
 
 def _save_part(path: Path, result: scoring.BatchScores) -> None:
@@ -420,7 +437,7 @@ def _assemble(
 ) -> tuple[scoring.BatchScores, int]:
     """Concatenate the partitions into the workdir's score files. Returns the [.., N] results
     (compute dtype) and the number of documents the partitions streamed."""
-    count = len(list((out / PARTITIONS_DIR).glob("part_*.npz")))
+    count = on_main(_count_parts, out)
     parts = []
     for i in range(count):
         with np.load(_part_path(out, i)) as data:
@@ -429,6 +446,18 @@ def _assemble(
     streamed = int(result.sq_norms.shape[0])
     if pre is not None:
         result = prefilter.expand(result, pre)
+    on_main(_write_results, out, args, result, pre)
+    return result, streamed
+
+
+def _count_parts(out: Path) -> int:
+    return len(list((out / PARTITIONS_DIR).glob("part_*.npz")))
+
+
+def _write_results(
+    out: Path, args: ScoresArgs, result: scoring.BatchScores, pre: prefilter.Prefilter | None
+) -> None:
+    if pre is not None:
         np.save(out / "scored.npy", pre.scored)
     np.save(out / "scores.npy", result.scores.astype(np.float32))
     np.save(out / "doc_grad_norms.npy", scoring.doc_grad_norms(result.sq_norms))
@@ -436,7 +465,6 @@ def _assemble(
         np.save(out / "per_layer.npy", result.per_layer.astype(np.float32))
     if args.scoring.self_influence:
         np.save(out / "self_influence.npy", result.self_influence)
-    return result, streamed
 
 
 def _top_scored(scores: np.ndarray, scored: np.ndarray | None, k: int) -> np.ndarray:
@@ -457,7 +485,7 @@ def _breakdowns(
     batch_size = args.scoring.batch_size
     if args.rescore_top_k and args.queries.rank:
         top = _top_scored(result.scores, scored, args.rescore_top_k)
-        score_fn = scoring.make_score_fn(graphdef, layers, mesh)
+        score_fn = scoring.make_score_fn(graphdef, layers, mesh, placement=_placement(state))
         rescored = []
         for start in range(0, tokens.num_queries, args.queries.batch_size):
             # One chunk of queries' full-rank gradients at a time: [chunk, d_out, d_in] per layer.
@@ -471,7 +499,8 @@ def _breakdowns(
             )
         rescored = np.concatenate(rescored)
         low = np.take_along_axis(result.scores, top, axis=1)
-        np.savez(out / "top_k.npz", indices=top, scores=low, full_rank_scores=rescored)
+        top_k = dict(indices=top, scores=low, full_rank_scores=rescored)
+        on_main(np.savez, out / "top_k.npz", **top_k)
         extras["top_k_pearson"] = float(np.corrcoef(low.ravel(), rescored.ravel())[0, 1])
     if args.per_token_top:
         top = _top_scored(result.scores, scored, args.per_token_top)
@@ -482,6 +511,12 @@ def _breakdowns(
         _label(records, tokens, inputs)
         write_json(out / "per_token.json", records)
     return extras
+
+
+def _placement(state) -> str:
+    """How `state` was placed (`score_model`): "fsdp" when any leaf is split."""
+    split = any(any(leaf.sharding.spec) for leaf in jax.tree.leaves(state))
+    return "fsdp" if split else "replicated"
 
 
 def _label(records: list[dict], tokens: QueryTokens, inputs: ModelInputs) -> None:

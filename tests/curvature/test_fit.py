@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
 from infljax.curvature import (
     DampingArgs,
@@ -22,7 +23,7 @@ from infljax.curvature import (
     safe_eigh,
 )
 from infljax.curvature.exact import exact_fisher, per_sequence_gradients
-from infljax.distributed import make_mesh
+from infljax.distributed import make_mesh, param_specs
 from infljax.models.losses import Batch
 from infljax.stages.factors import row_batches
 
@@ -104,6 +105,19 @@ def test_factors_do_not_depend_on_batch_size_padding_or_devices(
     assert auto.chunk_for(make_mesh()) == 1
     other = fit_factors(trained_model, layers, wide, auto, make_mesh())
     assert len(jax.devices()) == 8
+    for path in layers:
+        for name in vars(factors[path]):
+            ref, got = getattr(factors[path], name), getattr(other[path], name)
+            assert close(got, ref), (path, name)
+
+
+def test_fsdp_split_parameters_give_the_replicated_factors(factors, trained_model, corpus, layers):
+    """Parameters split over 8 devices and gathered inside each step: the same factors as the
+    1-device replicated fit (float64, only the summation order differs: RTOL)."""
+    specs = param_specs(nnx.state(trained_model), make_mesh(), "fsdp")
+    assert any(any(s) for s in jax.tree.leaves(specs, is_leaf=lambda s: isinstance(s, P)))
+    wide = list(row_batches(corpus, np.arange(NUM_ROWS), 16))
+    other = fit_factors(trained_model, layers, wide, ARGS, make_mesh(), placement="fsdp")
     for path in layers:
         for name in vars(factors[path]):
             ref, got = getattr(factors[path], name), getattr(other[path], name)

@@ -1,11 +1,13 @@
 """Scores against brute force (explicit gradients, explicit damped curvature, numpy inverse),
 low-rank vs dense, breakdown sums, and invariance to batch size, partitions and devices."""
 
+import jax
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from infljax.curvature import DampingArgs, curvature_matrix
-from infljax.distributed import replicate
+from infljax.distributed import param_specs, place, replicate
 from infljax.influence import attribution, query_grads, scoring
 from infljax.influence.query_grads import QueryArgs
 
@@ -29,13 +31,14 @@ def pipeline(
     rows=None,
     svd="exact",
     self_inf=False,
+    placement="replicated",
 ):
     """(BatchScores of corpus rows, plan) through the library's public functions."""
     graphdef, state = split
-    state = replicate(state, mesh)
+    state = place(state, mesh, placement)
     how = scoring.SelfInfluence(strategy, DAMPING) if self_inf else None
     grads_fn = query_grads.make_query_grads_fn(graphdef, layers)
-    score_fn = scoring.make_score_fn(graphdef, layers, mesh, how)
+    score_fn = scoring.make_score_fn(graphdef, layers, mesh, how, placement)
     grads = query_grads.query_gradients(grads_fn, state, queries, 4, mesh)
     pre = query_grads.precondition_queries(grads, strategy, factors, DAMPING)
     compressed = query_grads.compress(pre, QueryArgs(rank=rank, svd=svd))
@@ -150,6 +153,19 @@ def test_invariant_to_batch_size_partitions_and_devices(
     for other in (whole, scoring.BatchScores.concatenate(parts), devices):
         for x, y in zip(other.__dict__.values(), base.__dict__.values(), strict=True):
             np.testing.assert_allclose(x, y, rtol=EXACT, atol=1e-14)
+
+
+def test_fsdp_split_parameters_give_the_replicated_scores(split, layers, corpus, queries, mesh8,
+                                                          factors):  # fmt: skip
+    """Parameters split over the 8 devices (gathered inside the step) change nothing but the
+    summation order: float64 to EXACT."""
+    specs = param_specs(split[1], mesh8, "fsdp")
+    assert sum(any(s) for s in jax.tree.leaves(specs, is_leaf=lambda s: isinstance(s, P))) > 3
+    common = dict(strategy="ekfac", factors=factors, rank=3, batch_size=8, self_inf=True)
+    base, _ = pipeline(split, layers, corpus, queries, mesh8, **common)
+    fsdp, _ = pipeline(split, layers, corpus, queries, mesh8, placement="fsdp", **common)
+    for x, y in zip(fsdp.__dict__.values(), base.__dict__.values(), strict=True):
+        np.testing.assert_allclose(x, y, rtol=EXACT, atol=1e-14)
 
 
 def test_partition_bounds_cover_documents_once():

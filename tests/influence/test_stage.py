@@ -182,3 +182,13 @@ def test_bfloat16_mixed_precision_tracks_the_float64_scores(scored, tmp_path):
     np.testing.assert_array_equal(mixed.argmax(axis=1), full.argmax(axis=1))
     record = json.loads((tmp_path / "args.json").read_text())["args"]["args"]
     assert record["param_dtype"] == "bfloat16"
+
+
+def test_fsdp_placement_writes_the_replicated_scores(scored, tmp_path):
+    """config.mesh.params="fsdp": parameters split over the 2 devices, gathered in each step;
+    same float64 arithmetic up to summation order (the stored scores are float32)."""
+    out, inputs = scored
+    mesh = make_mesh(devices=jax.devices()[:2])
+    score_model("tiny", inputs, ARGS, mesh, tmp_path, placement="fsdp")
+    for name in ("scores.npy", "per_layer.npy", "self_influence.npy", "doc_grad_norms.npy"):
+        np.testing.assert_allclose(np.load(tmp_path / name), np.load(out / name), rtol=FLOAT32)

@@ -105,11 +105,11 @@ def test_bfloat16_conversion_keeps_the_logits_close():
     assert max_diff(model, "gpt_neox_sequential_bf16") < 0.15
 
 
-def test_fsdp_sharding_over_the_model_axis_keeps_the_logits():
-    mesh = make_mesh(MeshArgs(data=2, model=4))
+def test_fsdp_sharding_over_the_data_axis_keeps_the_logits():
+    mesh = make_mesh(MeshArgs(data=4, model=2))
     model = load_hf(FIXTURES / "llama_gqa_linear", ConvertArgs(shard="fsdp"), mesh)
     kernel = model.blocks[0].mlp.up_proj.kernel[...]
-    assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, "model")
+    assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, "data")
     assert len(kernel.addressable_shards[0].data.flatten()) == kernel.size // 4
     assert max_diff(model, "llama_gqa_linear") <= ATOL
 
