@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from infljax.multihost import on_main, process_count
 
 ARGS_FILE = "args.json"
 
@@ -52,8 +55,12 @@ def begin_stage(directory: str | Path, args: dict, *, overwrite: bool = False) -
 
     Raises StageConflict naming the differing arguments when the directory was written with
     other arguments and `overwrite` is False; with `overwrite` the old outputs are removed.
+    With several processes, process 0 decides and writes; every process gets its answer.
     """
-    directory = Path(directory)
+    return on_main(_begin_stage, Path(directory), _normalise(args), overwrite)
+
+
+def _begin_stage(directory: Path, args: dict, overwrite: bool) -> bool:
     record = directory / ARGS_FILE
     if record.exists():
         saved = json.loads(record.read_text())
@@ -78,13 +85,22 @@ def begin_stage(directory: str | Path, args: dict, *, overwrite: bool = False) -
 
 
 def finish_stage(directory: str | Path) -> None:
-    directory = Path(directory)
+    """Mark the stage in `directory` complete (process 0 writes; every process waits for it)."""
+    on_main(_finish_stage, Path(directory))
+
+
+def _finish_stage(directory: Path) -> None:
     saved = json.loads((directory / ARGS_FILE).read_text())
     _write_record(directory, saved["args"], complete=True)
 
 
 def is_complete(directory: str | Path) -> bool:
-    record = Path(directory) / ARGS_FILE
+    """Whether the stage in `directory` finished (read by process 0, told to every process)."""
+    return on_main(_is_complete, Path(directory))
+
+
+def _is_complete(directory: Path) -> bool:
+    record = directory / ARGS_FILE
     return record.exists() and bool(json.loads(record.read_text()).get("complete"))
 
 
@@ -94,11 +110,29 @@ def _write_record(directory: Path, args: dict, complete: bool) -> None:
     tmp.replace(directory / ARGS_FILE)
 
 
+def _checkpointer() -> ocp.StandardCheckpointer:
+    """Every process takes part (orbax writes host arrays from process 0 only), except inside
+    `infljax.multihost.on_main`, where process 0 reads and writes alone."""
+    if process_count() == 1 and jax.process_count() > 1:
+        alone = ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
+        return ocp.StandardCheckpointer(multiprocessing_options=alone)
+    return ocp.StandardCheckpointer()
+
+
 def save_pytree(path: str | Path, tree: Any) -> None:
-    """Write a pytree of arrays with orbax (blocking). Overwrites `path`."""
+    """Write a pytree of arrays with orbax (blocking). Overwrites `path`. With several
+    processes, every process calls it with the same values (see `_checkpointer`)."""
     path = Path(path).absolute()
-    with ocp.StandardCheckpointer() as ckptr:
+    if jax.process_count() > 1:  # orbax takes arrays of one process's devices as host arrays
+        tree = jax.tree.map(_host_if_local, tree)
+    with _checkpointer() as ckptr:
         ckptr.save(path, tree, force=True)
+
+
+def _host_if_local(x: Any) -> Any:
+    if isinstance(x, jax.Array) and x.is_fully_addressable:
+        return np.asarray(x)
+    return x
 
 
 def restore_pytree(path: str | Path, like: Any | None = None) -> Any:
@@ -107,8 +141,20 @@ def restore_pytree(path: str | Path, like: Any | None = None) -> Any:
     path = Path(path).absolute()
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    with ocp.StandardCheckpointer() as ckptr:
+    with _checkpointer() as ckptr:
         if like is None:
             return ckptr.restore(path)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        if jax.process_count() > 1:
+            abstract = jax.tree.map(_whole_on_this_process, abstract)
         return ckptr.restore(path, abstract)
+
+
+def _whole_on_this_process(leaf: jax.ShapeDtypeStruct) -> jax.ShapeDtypeStruct:
+    """With several processes, a leaf without a sharding is restored whole onto this process's
+    first device: the sharding stored in the checkpoint names the devices of the run that wrote
+    it, which another run's processes do not have."""
+    if getattr(leaf, "sharding", None) is not None:
+        return leaf
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device)

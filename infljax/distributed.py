@@ -118,6 +118,19 @@ def gather(tree, specs):
     return jax.tree.map(full, tree, specs, is_leaf=lambda s: isinstance(s, PartitionSpec))
 
 
+def reduce_over_data(tree, specs):
+    """Inside `jax.shard_map`: sum every leaf over ``data``; a leaf whose spec splits it keeps
+    only this device's slice of the sum (reduce-scatter), the others the whole sum (all-reduce)."""
+
+    def reduce(x, spec):
+        for axis, name in enumerate(spec):
+            if name is not None:
+                return jax.lax.psum_scatter(x, name, scatter_dimension=axis, tiled=True)
+        return jax.lax.psum(x, "data")
+
+    return jax.tree.map(reduce, tree, specs, is_leaf=lambda s: isinstance(s, PartitionSpec))
+
+
 def on_mesh(tree, mesh: Mesh):
     """`tree` with every leaf already placed on `mesh` kept as it is, the others replicated."""
 

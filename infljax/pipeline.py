@@ -15,6 +15,8 @@ from pathlib import Path
 from absl import logging
 from ml_collections import ConfigDict
 
+from infljax.multihost import on_main, process_count
+
 StageFn = Callable[[ConfigDict, Path], None]
 
 STAGE_ORDER = (
@@ -30,6 +32,12 @@ STAGE_ORDER = (
     "report",
 )
 _STAGES: dict[str, StageFn] = {}
+
+# How a stage runs when several processes take part (DESIGN §7): on every process, each with its
+# share of every batch and writing through process 0 (`infljax.multihost.on_main`), or on
+# process 0 alone while the others wait (host work; models small enough for its first device).
+EVERY_PROCESS = frozenset({"factors", "scores", "baselines"})
+MAIN_PROCESS = frozenset({"world", "corpus", "queries", "analysis", "report"})
 
 
 def stage(name: str) -> Callable[[StageFn], StageFn]:
@@ -60,13 +68,35 @@ def run_stages(config: ConfigDict, workdir: str | Path, only: list[str] | None =
     unknown = [s for s in wanted if s not in available]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; available: {available}")
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+    if process_count() > 1:
+        _check_multiprocess(wanted)
+    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    on_main((workdir / "config.json").write_text, text)
     for name in available:
         if name in wanted:
             logging.info("stage %s", name)
-            _STAGES[name](config, workdir)
+            if name in MAIN_PROCESS:
+                on_main(_STAGES[name], config, workdir)
+            else:
+                _STAGES[name](config, workdir)
+
+
+def _check_multiprocess(wanted: list[str]) -> None:
+    alone = [s for s in wanted if s not in EVERY_PROCESS | MAIN_PROCESS]
+    if alone:
+        others = [s for s in wanted if s not in alone]
+        raise ValueError(
+            f"stage(s) {alone} do not run on several processes yet: run them in a single "
+            f"process (--stages={','.join(alone)}, in pipeline order with the others) and "
+            f"only the others on several (--stages={','.join(others) or '...'})"
+        )
 
 
 def write_json(path: str | Path, obj) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True))
+    """Write `obj` as JSON (process 0 writes; every process waits for it)."""
+    on_main(_write_json, Path(path), obj)
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True))

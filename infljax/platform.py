@@ -1,4 +1,5 @@
-"""Process-level set-up shared by every launcher: logging, float64 where asked, quiet libraries."""
+"""Process-level set-up shared by every launcher: logging, float64 where asked, quiet libraries,
+and joining a multi-process run (`infljax.multihost`; flags below, README "Multi-host runs")."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from infljax.checkpoints import StageConflict
 from infljax.data.readers import CorpusError
 from infljax.data.tokenization import TokenizerError
 from infljax.models.architectures import CheckpointError
+from infljax.multihost import ProcessArgs, exit_on_failure, initialize, is_main
 from infljax.pipeline import run_stages
 from infljax.workdir import report_dir
 
@@ -28,6 +30,20 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 
 QUIET_LIBRARIES = ("/orbax/", "/jax/_src/")
 
+# Several processes: every host runs the same launcher. Without these flags a TPU pod, SLURM job
+# or Open MPI run is detected from its environment; otherwise the run is one process.
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", "", "host:port of process 0 (JAX's coordinator) in a multi-process run."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Processes in the run (0: detect).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index (-1: detect).")
+_INIT_TIMEOUT = flags.DEFINE_integer(
+    "initialization_timeout", 300, "Seconds to wait for every process to connect."
+)
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout", 100, "Seconds of silence after which a process counts as dead."
+)
+
 
 class _QuietLibraries(py_logging.Filter):
     """Drop INFO chatter that libraries send through absl (orbax logs every file it writes)."""
@@ -37,15 +53,39 @@ class _QuietLibraries(py_logging.Filter):
         return record.levelno >= py_logging.WARNING or not noisy
 
 
-def setup(enable_x64: bool = False) -> None:
-    """Call once at launcher start, before any JAX computation."""
+def process_args() -> ProcessArgs:
+    """The multi-process flags (defaults when they were not parsed, e.g. in tests)."""
+    if not flags.FLAGS.is_parsed():
+        return ProcessArgs()
+    return ProcessArgs(
+        coordinator_address=_COORDINATOR.value,
+        num_processes=_NUM_PROCESSES.value,
+        process_id=_PROCESS_ID.value,
+        initialization_timeout=_INIT_TIMEOUT.value,
+        heartbeat_timeout=_HEARTBEAT.value,
+    )
+
+
+def setup(enable_x64: bool = False, processes: ProcessArgs | None = None) -> None:
+    """Call once at launcher start, before any JAX computation. `processes`: how to join a
+    multi-process run (default: the launcher's flags). Processes other than 0 log warnings
+    and errors only."""
     logging.set_verbosity(logging.INFO)
     logging.get_absl_handler().addFilter(_QuietLibraries())
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if enable_x64:
         jax.config.update("jax_enable_x64", True)
+    how = initialize(process_args() if processes is None else processes)
+    if not is_main():
+        logging.set_verbosity(logging.WARNING)
     logging.info(
-        "JAX %s on %s (%d devices)", jax.__version__, jax.default_backend(), jax.device_count()
+        "JAX %s on %s (%d devices, %d on this process; %d processes: %s)",
+        jax.__version__,
+        jax.default_backend(),
+        jax.device_count(),
+        jax.local_device_count(),
+        jax.process_count(),
+        how,
     )
 
 
@@ -81,8 +121,9 @@ def launch(only: list[str] | None = None, default_config: str = "configs/demo.py
     def main(argv):
         del argv
         setup()
-        with exit_on_user_error():
+        with exit_on_failure(), exit_on_user_error():
             run_stages(config.value, workdir.value, only=only or stages.value)
-        print_report_path(workdir.value)
+        if is_main():
+            print_report_path(workdir.value)
 
     app.run(main)

@@ -1,8 +1,10 @@
 """The two data passes of EK-FAC fitting and `fit_factors`, which runs them end to end.
 
 Each pass is one jitted step per batch: a `jax.shard_map` over the mesh's ``data`` axis runs
-`capture` on the local rows (parameters replicated), reduces the statistics inside the same jit
-and `psum`s them, so `a` and `g` never leave the device (DESIGN §6, §7). True-Fisher labels are
+`capture` on the local rows, reduces the statistics inside the same jit and sums them over
+devices, so `a` and `g` never leave the device (DESIGN §6, §7). Parameters, eigenbases and the
+running sums are replicated, or with ``placement="fsdp"`` split over ``data``: gathered where
+used, and the sums reduce-scattered so each device keeps 1/data of them. True-Fisher labels are
 sampled with one key per sequence, `fold_in(key(seed), row)`, so they do not depend on the batch
 size, the partitioning or the number of devices.
 """
@@ -33,7 +35,14 @@ from infljax.curvature.state import (
     zero_covariance,
     zero_lambdas,
 )
-from infljax.distributed import gather, global_batch, param_specs, place, replicate, to_host
+from infljax.distributed import (
+    gather,
+    global_batch,
+    param_specs,
+    place,
+    reduce_over_data,
+    to_host,
+)
 from infljax.models.capture import capture, layer_module
 from infljax.models.losses import Batch
 from infljax.multihost import process_count
@@ -128,16 +137,24 @@ def _sample_key(fisher: str, seed: jax.Array, rows: jax.Array) -> jax.Array | No
     return None if fisher == "empirical" else label_keys(seed, rows)
 
 
-def _sharded_step(local: Callable, mesh: Mesh, params, placement: str, others: int) -> Callable:
-    """shard_map `local(params, *others, row_batch)`: the parameters placed as `placement`
-    (`local` receives them gathered), the others replicated, the batch split over data."""
-    specs = param_specs(params, mesh, placement)
-    in_specs = (specs,) + (P(),) * others + (P("data"),)
+def _sharded_step(local: Callable, mesh: Mesh, placement: str, placed: tuple, sums) -> Callable:
+    """shard_map of `local(*placed, seed, row_batch) -> (new sums, counts)`, summed over data.
 
-    def gathered(params, *rest):
-        return local(gather(params, specs), *rest)
+    The `placed` arguments (parameters, eigenbases) and the running `sums` are replicated or,
+    under ``fsdp``, split over data (`infljax.distributed.param_specs`): `local` receives the
+    placed arguments gathered, and each device keeps only its slice of the summed statistics
+    (a reduce-scatter instead of an all-reduce). The batch is split over data.
+    """
+    specs = tuple(param_specs(x, mesh, placement) for x in placed)
+    sum_specs = param_specs(sums, mesh, placement)
+    in_specs = (*specs, P(), P("data"))
 
-    return jax.shard_map(gathered, mesh=mesh, in_specs=in_specs, out_specs=P())
+    def body(*args):
+        full = [gather(x, s) for x, s in zip(args[: len(specs)], specs, strict=True)]
+        new, counts = local(*full, *args[len(specs) :])
+        return reduce_over_data(new, sum_specs), jax.lax.psum(counts, "data")
+
+    return jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=(sum_specs, P()))
 
 
 _STATIC = ("graphdef", "layers", "mesh", "fisher", "placement")
@@ -154,9 +171,10 @@ def covariance_step(
         _, io = capture(model, rb.batch, layers, sample_key=_sample_key(fisher, seed, rb.rows))
         mask = rb.batch.mask
         new = {p: statistics.covariance_sums(io[p], mask) for p in layers}
-        return jax.lax.psum((new, statistics.batch_counts(mask)), "data")
+        return new, statistics.batch_counts(mask)
 
-    new, counts = _sharded_step(local, mesh, params, placement, 1)(params, seed, row_batch)
+    step = _sharded_step(local, mesh, placement, (params,), sums)
+    new, counts = step(params, seed, row_batch)
     return jax.tree.map(jnp.add, sums, new), counts
 
 
@@ -182,9 +200,9 @@ def lambda_step(
         _, io = capture(model, rb.batch, layers, sample_key=_sample_key(fisher, seed, rb.rows))
         mask = rb.batch.mask
         new = {p: statistics.lambda_sums(io[p], mask, bases[p], chunk) for p in layers}
-        return jax.lax.psum((new, statistics.batch_counts(mask)), "data")
+        return new, statistics.batch_counts(mask)
 
-    step = _sharded_step(local, mesh, params, placement, 2)
+    step = _sharded_step(local, mesh, placement, (params, bases), sums)
     new, counts = step(params, bases, seed, row_batch)
     return jax.tree.map(jnp.add, sums, new), counts
 
@@ -250,7 +268,7 @@ def covariance_pass(
     def step(sums, row_batch):
         return covariance_step(params, sums, seed, row_batch, **static)
 
-    sums = replicate(zero_covariance(shapes, dtype), mesh)
+    sums = place(zero_covariance(shapes, dtype), mesh, placement)
     return _run_pass(step, sums, batches, mesh, progress)
 
 
@@ -270,12 +288,12 @@ def lambda_pass(
     static["placement"] = placement
     static["chunk"] = args.chunk_for(mesh)
     seed = jnp.asarray(args.seed, jnp.uint32)
-    bases = replicate({p: bases[p] for p in layers}, mesh)
+    bases = place({p: bases[p] for p in layers}, mesh, placement)
 
     def step(sums, row_batch):
         return lambda_step(params, bases, sums, seed, row_batch, **static)
 
-    sums = replicate(zero_lambdas(shapes, dtype), mesh)
+    sums = place(zero_lambdas(shapes, dtype), mesh, placement)
     return _run_pass(step, sums, batches, mesh, progress)
 
 

@@ -23,6 +23,7 @@ from infljax.curvature.state import (
     LayerFactors,
     Statistics,
 )
+from infljax.multihost import on_main
 
 ARRAYS_DIR = "arrays"
 FACTORS_FILE = "factors.json"
@@ -30,17 +31,18 @@ FORMAT_VERSION = 1
 
 
 def save_factors(directory: str | Path, factors: Factors) -> None:
-    """Write `factors` to `directory` (created if needed)."""
+    """Write `factors` to `directory` (created if needed). With several processes every process
+    calls it with the same factors; process 0 writes."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / FACTORS_FILE).unlink(missing_ok=True)
+    on_main((directory / FACTORS_FILE).unlink, missing_ok=True)
     save_pytree(directory / ARRAYS_DIR, factors)
     meta = {
         "format_version": FORMAT_VERSION,
         "dtype": str(next(iter(factors.values())).lambdas.dtype) if factors else "float32",
         "layers": {path: list(f.shape) for path, f in factors.items()},
     }
-    (directory / FACTORS_FILE).write_text(json.dumps(meta, indent=2))
+    on_main((directory / FACTORS_FILE).write_text, json.dumps(meta, indent=2))
 
 
 def load_factors(directory: str | Path) -> Factors:
@@ -77,14 +79,14 @@ def _factors_like(d_out: int, d_in: int, dtype: str) -> LayerFactors:
 
 
 def save_statistics(path: str | Path, stats: Statistics) -> None:
-    """Write one partition's statistics to `path` (orbax) and `path`.json (counts; last)."""
+    """Write one partition's statistics to `path` (orbax) and `path`.json (counts; last).
+    With several processes every process calls it with the same statistics; process 0 writes."""
     path = Path(path)
     marker = path.with_suffix(".json")
-    marker.unlink(missing_ok=True)
+    on_main(marker.unlink, missing_ok=True)
     save_pytree(path, stats.sums)
-    marker.write_text(
-        json.dumps({"tokens": stats.counts.tokens, "sequences": stats.counts.sequences})
-    )
+    counts = {"tokens": stats.counts.tokens, "sequences": stats.counts.sequences}
+    on_main(marker.write_text, json.dumps(counts))
 
 
 def statistics_exist(path: str | Path) -> bool:

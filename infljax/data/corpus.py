@@ -385,6 +385,18 @@ def iter_batches(
         yield rows, tokens, lengths
 
 
+def read_rows(corpus: TokenizedCorpus, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(tokens [len(rows), T] int32, lengths [len(rows)] int32)`` of the given rows, read (from
+    a memmap: only these rows) in memory; a row index of -1 gives an empty row (PAD, length 0),
+    the filler of a last batch."""
+    rows = np.asarray(rows, np.int64)
+    tokens = np.full((len(rows), corpus.max_length), corpus.pad_id, np.int32)
+    lengths = np.zeros(len(rows), np.int32)
+    real = rows >= 0
+    tokens[real], lengths[real] = corpus.tokens[rows[real]], corpus.lengths[rows[real]]
+    return tokens, lengths
+
+
 def _pad_batch(
     rows: np.ndarray, tokens: np.ndarray, lengths: np.ndarray, batch_size: int, pad_id: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from infljax.data.corpus import TokenizedCorpus
-from infljax.distributed import replicate, shard_batch
+from infljax.distributed import global_batch, process_rows, replicate, to_host
 from infljax.influence import contraction
 from infljax.influence.scoring import Plan, document_batches, score_documents
 from infljax.models.capture import capture
@@ -56,9 +56,10 @@ def token_scores(
 ) -> np.ndarray:
     """[Q, len(rows), T] per-token scores of the given corpus rows for every query."""
     plan = replicate(plan, mesh)
+    local = process_rows(batch_size, mesh)  # this process reads only its rows of each batch
     parts = [
-        jax.device_get(fn(state, shard_batch(batch, mesh), plan))[:, :valid]
-        for valid, batch in document_batches(corpus, np.asarray(rows), batch_size)
+        to_host(fn(state, global_batch(batch, mesh), plan))[:, :valid]
+        for valid, batch in document_batches(corpus, np.asarray(rows), batch_size, local)
     ]
     return np.concatenate(parts, axis=1)
 

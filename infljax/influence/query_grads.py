@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from infljax.curvature import DampingArgs, Factors, precondition
-from infljax.distributed import shard_batch
+from infljax.distributed import shard_batch, to_host
 from infljax.influence.measurement import QueryTokens, completion_batch
 from infljax.models.capture import capture
 from infljax.models.losses import Batch
@@ -130,7 +130,7 @@ def query_gradients(
     for start in range(0, queries.num_queries, size):
         rows = np.arange(start, min(start + size, queries.num_queries))
         batch = _padded(queries, rows, size)
-        out = jax.device_get(grads_fn(state, shard_batch(batch, mesh)))
+        out = to_host(grads_fn(state, shard_batch(batch, mesh)))
         chunks.append({p: g[: len(rows)] for p, g in out.items()})
     return {p: np.concatenate([c[p] for c in chunks]) for p in chunks[0]}
 

@@ -153,9 +153,10 @@ def make_score_fn(
 ) -> Callable[[nnx.State, Batch, Plan, Factors | None], BatchScores]:
     """A jitted `(state, batch, plan, factors) -> BatchScores`, the batch split over ``data``.
 
-    Plan and factors (used only for self-influence; may be None) are replicated; the state is
-    replicated or FSDP-split (`placement`, `infljax.distributed.place`) and gathered inside the
-    step. All are passed as arguments, never baked into the compiled function as constants.
+    The plan is replicated; the state and the factors (used only for self-influence; may be
+    None) are replicated or FSDP-split (`placement`, `infljax.distributed.place`) and gathered
+    inside the step. All are passed as arguments, never baked into the compiled function as
+    constants.
     """
 
     def local(state, batch, plan, factors):
@@ -173,8 +174,12 @@ def make_score_fn(
 
     def step(state, batch, plan, factors):
         specs = param_specs(state, mesh, placement)
-        in_specs = (specs, P("data"), P(), P())
-        fn = lambda *args: local(gather(args[0], specs), *args[1:])  # noqa: E731
+        factor_specs = param_specs(factors, mesh, placement)
+        in_specs = (specs, P("data"), P(), factor_specs)
+
+        def fn(state, batch, plan, factors):
+            return local(gather(state, specs), batch, plan, gather(factors, factor_specs))
+
         return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)(
             state, batch, plan, factors
         )
@@ -208,13 +213,13 @@ def score_documents(
 ) -> BatchScores:
     """Scores of corpus rows (a (start, stop) range or explicit indices), as host arrays.
 
-    `factors` (replicated) feed self-influence only. A state already on `mesh` (replicated or
-    FSDP-split, `infljax.distributed.place`) stays as it is; anything else is replicated.
+    `factors` feed self-influence only. A state or factors already on `mesh` (replicated or
+    FSDP-split, `infljax.distributed.place`) stay as they are; anything else is replicated.
     `on_batch(num_documents)` is called after each batch (progress bars). Dispatch runs one
     batch ahead of the host copy so the device never waits for Python. With several processes
     each reads only its rows of every batch, and every process returns all the scores.
     """
-    state, plan, factors = on_mesh(state, mesh), *replicate((plan, factors), mesh)
+    state, factors, plan = on_mesh(state, mesh), on_mesh(factors, mesh), replicate(plan, mesh)
     parts, pending = [], None
     local = process_rows(batch_size, mesh)
     for valid, batch in document_batches(corpus, rows, batch_size, local):

@@ -40,6 +40,7 @@ from infljax.data.tokenization import load_tokenizer
 from infljax.distributed import MeshArgs, make_mesh
 from infljax.influence import baselines, query_grads
 from infljax.influence.measurement import QueryText, read_query_records
+from infljax.multihost import on_main
 from infljax.pipeline import stage
 from infljax.stages.scores import QUERY_GRADS_FILE, ModelInputs, ScoresArgs, score_model
 from infljax.workdir import (
@@ -89,7 +90,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
             _gradient_cosine(config, workdir, name)
         if "kfac" in args.methods:
             _scoring_baseline(config, workdir, name, corpus, "kfac")
-        source = _companion(workdir, name)
+        source = on_main(_companion, workdir, name)
         records = read_query_records(source[1], model=name)
         texts = [baselines.query_text(QueryText.from_record(r)) for r in records]
         docs = [d.text for d in corpus.documents]
@@ -97,7 +98,10 @@ def run(config: ConfigDict, workdir: Path) -> None:
             "queries_sha256": _sha256(records),
             "corpus": {"documents": corpus.num_documents, "tokens": corpus.num_tokens},
         }
-        write = functools.partial(_write, workdir, name, (source[0], records), config.overwrite)
+        # process 0 computes and writes the host baselines (with one process: just runs)
+        write = functools.partial(
+            on_main, _write, workdir, name, (source[0], records), config.overwrite
+        )
         if "tfidf" in args.methods:
             fn = functools.partial(baselines.tfidf_scores, texts, docs, args.sublinear_tf)
             write("tfidf", fn, record | {"sublinear_tf": args.sublinear_tf})
@@ -145,7 +149,7 @@ def _gradient_cosine(config: ConfigDict, workdir: Path, name: str) -> None:
     rows = read_query_records(dot / "queries.jsonl")
     record = {"grad_dot": json.loads((dot / ARGS_FILE).read_text())["args"]}
     source = (dot / "query_nats.npy", rows)
-    _write(workdir, name, source, config.overwrite, "grad_cosine", cosine, record)
+    on_main(_write, workdir, name, source, config.overwrite, "grad_cosine", cosine, record)
 
 
 def _companion(workdir: Path, name: str) -> tuple[Path, Path]:

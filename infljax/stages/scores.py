@@ -210,7 +210,7 @@ def score_model(
         else None
     )
     score_fn = scoring.make_score_fn(graphdef, layers, mesh, self_influence, placement)
-    factors = None if factors is None else replicate(factors, mesh)
+    factors = None if factors is None else place(factors, mesh, placement)
     pre = _prefilter(name, inputs, args, tokens)
     parts = _partitions(inputs.corpus.num_documents, args.scoring.partitions, pre)
     progress = _score_partitions(

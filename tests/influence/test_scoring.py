@@ -7,7 +7,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from infljax.curvature import DampingArgs, curvature_matrix
-from infljax.distributed import param_specs, place, replicate
+from infljax.distributed import param_specs, place
 from infljax.influence import attribution, query_grads, scoring
 from infljax.influence.query_grads import QueryArgs
 
@@ -45,7 +45,7 @@ def pipeline(
     args = scoring.ScoreArgs(batch_size=batch_size, contraction=contraction)
     plan, _ = scoring.make_plan(compressed, args, corpus.max_length)
     rows = (0, corpus.num_documents) if rows is None else rows
-    factors = None if factors is None else replicate(factors, mesh)
+    factors = None if factors is None else place(factors, mesh, placement)
     out = scoring.score_documents(score_fn, state, plan, corpus, rows, batch_size, mesh, factors)
     return out, plan
 
@@ -157,13 +157,15 @@ def test_invariant_to_batch_size_partitions_and_devices(
 
 def test_fsdp_split_parameters_give_the_replicated_scores(split, layers, corpus, queries, mesh8,
                                                           factors):  # fmt: skip
-    """Parameters split over the 8 devices (gathered inside the step) change nothing but the
-    summation order: float64 to EXACT."""
+    """Parameters and factors split over the 8 devices (gathered inside the step) change nothing
+    but the summation order: float64 to EXACT."""
     specs = param_specs(split[1], mesh8, "fsdp")
     assert sum(any(s) for s in jax.tree.leaves(specs, is_leaf=lambda s: isinstance(s, P))) > 3
     common = dict(strategy="ekfac", factors=factors, rank=3, batch_size=8, self_inf=True)
     base, _ = pipeline(split, layers, corpus, queries, mesh8, **common)
     fsdp, _ = pipeline(split, layers, corpus, queries, mesh8, placement="fsdp", **common)
+    assert any(any(s) for s in jax.tree.leaves(param_specs(factors, mesh8, "fsdp"),
+                                               is_leaf=lambda s: isinstance(s, P)))  # fmt: skip
     for x, y in zip(fsdp.__dict__.values(), base.__dict__.values(), strict=True):
         np.testing.assert_allclose(x, y, rtol=EXACT, atol=1e-14)
 
