@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from infljax.curvature.state import CovarianceSums, Eigenbasis, Statistics
 
@@ -25,13 +26,7 @@ def safe_eigh(matrix, name: str, on_host: bool | None = None) -> tuple[np.ndarra
     """
     on_host = not jax.config.jax_enable_x64 if on_host is None else on_host
     host = np.asarray(jax.device_get(matrix))
-    bad = int(np.size(host) - np.count_nonzero(np.isfinite(host)))
-    if bad:
-        raise NonFiniteFactorError(
-            f"{name} has {bad} non-finite entries (of {host.size}): the layer's inputs or output "
-            "gradients overflowed or a parameter is NaN/inf. Check the model's parameters and "
-            "the fitting data (try a wider param_dtype)."
-        )
+    _check_finite(host, name)
     if on_host:
         host = host.astype(np.float64)
         vals, vecs = np.linalg.eigh(0.5 * (host + host.T))
@@ -39,6 +34,16 @@ def safe_eigh(matrix, name: str, on_host: bool | None = None) -> tuple[np.ndarra
         m = jnp.asarray(matrix, jnp.float64)
         vals, vecs = (np.asarray(x) for x in jnp.linalg.eigh(0.5 * (m + m.T)))
     return vals, _fix_signs(vecs)
+
+
+def _check_finite(host: np.ndarray, name: str) -> None:
+    bad = int(np.size(host) - np.count_nonzero(np.isfinite(host)))
+    if bad:
+        raise NonFiniteFactorError(
+            f"{name} has {bad} non-finite entries (of {host.size}): the layer's inputs or output "
+            "gradients overflowed or a parameter is NaN/inf. Check the model's parameters and "
+            "the fitting data (try a wider param_dtype)."
+        )
 
 
 def _fix_signs(vecs: np.ndarray) -> np.ndarray:
@@ -53,20 +58,34 @@ def eigendecompose(
 ) -> dict[str, Eigenbasis]:
     """Eigenbases of A = a_sum / tokens and S = s_sum / tokens for every layer.
 
-    The eigvecs and eigvals come back in the dtype of the sums (float64 math inside).
+    The eigvecs and eigvals come back in the dtype of the sums (float64 math inside). With
+    several processes the decompositions are shared out: factor j (A then S of each layer, in
+    order) is decomposed by process j mod P only and broadcast to the others.
     """
     tokens = covariance.counts.tokens
     if tokens == 0:
         raise ValueError("no real token was seen in the covariance pass; the data is empty")
-    bases = {}
-    for path, sums in covariance.sums.items():
-        dtype = sums.a_sum.dtype
-        a_vals, a_vecs = safe_eigh(sums.a_sum, f"layer {path}: activation factor A", on_host)
-        s_vals, s_vecs = safe_eigh(sums.s_sum, f"layer {path}: gradient factor S", on_host)
-        bases[path] = Eigenbasis(
-            a_eigvecs=jnp.asarray(a_vecs, dtype),
-            a_eigvals=jnp.asarray(a_vals / tokens, dtype),
-            s_eigvecs=jnp.asarray(s_vecs, dtype),
-            s_eigvals=jnp.asarray(s_vals / tokens, dtype),
+    jobs = [  # (layer, "a" | "s", matrix, name for errors)
+        (path, key, matrix, f"layer {path}: {what}")
+        for path, sums in covariance.sums.items()
+        for key, matrix, what in (
+            ("a", sums.a_sum, "activation factor A"),
+            ("s", sums.s_sum, "gradient factor S"),
         )
-    return bases
+    ]
+    for *_, matrix, name in jobs:  # every process checks every factor, so all fail alike
+        _check_finite(np.asarray(jax.device_get(matrix)), name)
+    count, index = jax.process_count(), jax.process_index()
+    mine = {
+        j: safe_eigh(job[2], job[3], on_host) for j, job in enumerate(jobs) if j % count == index
+    }
+    parts: dict[str, dict[str, np.ndarray]] = {}
+    for j, (path, key, matrix, _) in enumerate(jobs):
+        vals, vecs = mine.get(j) or (np.zeros(matrix.shape[:1]), np.zeros(matrix.shape))
+        vals, vecs = np.asarray(vals / tokens, matrix.dtype), np.asarray(vecs, matrix.dtype)
+        if count > 1:
+            vals, vecs = multihost_utils.broadcast_one_to_all((vals, vecs), j % count == index)
+        parts.setdefault(path, {}).update({f"{key}_eigvals": vals, f"{key}_eigvecs": vecs})
+    return {
+        path: Eigenbasis(**{k: jnp.asarray(v) for k, v in p.items()}) for path, p in parts.items()
+    }
