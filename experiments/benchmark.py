@@ -146,7 +146,8 @@ class _FitSteps:
     @property
     def static(self) -> dict:
         fisher = FactorArgs().fisher
-        return dict(graphdef=self.graphdef, layers=self.layers, mesh=self.mesh, fisher=fisher)
+        static = dict(graphdef=self.graphdef, layers=self.layers, mesh=self.mesh, fisher=fisher)
+        return static | {"placement": "replicated"}
 
     def _zeros(self, zero_fn):
         shapes = passes.layer_shapes(self.model, self.layers)

@@ -7,7 +7,6 @@ See DESIGN.md §2 for the conventions (a, g, A, S, lambdas, damping).
 """
 
 from infljax.curvature.eigen import NonFiniteFactorError, eigendecompose, safe_eigh
-from infljax.curvature.memory import MemoryEstimate, check_fits, estimate_memory
 from infljax.curvature.passes import (
     FISHERS,
     FactorArgs,
@@ -50,19 +49,16 @@ __all__ = [
     "Factors",
     "LambdaSums",
     "LayerFactors",
-    "MemoryEstimate",
     "NonFiniteFactorError",
     "RowBatch",
     "Statistics",
     "build_factors",
     "check_finite_parameters",
-    "check_fits",
     "covariance_pass",
     "curvature_eigenvalues",
     "curvature_matrix",
     "damping_value",
     "eigendecompose",
-    "estimate_memory",
     "fit_factors",
     "lambda_pass",
     "layer_shapes",

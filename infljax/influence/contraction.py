@@ -64,7 +64,11 @@ def layer_scores(io: LayerIO, queries: LayerQueries) -> tuple[jax.Array, jax.Arr
     """(scores [Q, B], squared gradient norms ‖G_m‖² [B]) of one layer."""
     if isinstance(queries, DenseQueries):
         grads = sequence_grads(io)
-        scores = jnp.einsum("qoi,boi->qb", queries.grads, grads)
+        # One [Q, d_out·d_in] x [d_out·d_in, B] product. The einsum "qoi,boi->qb" let XLA:CPU
+        # lay every layer's P_q out again (transposed copies of the whole dense plan, all live
+        # through the forward pass); flattening makes the small G_m adapt instead.
+        q, b = queries.grads.shape[0], grads.shape[0]
+        scores = queries.grads.reshape(q, -1) @ grads.reshape(b, -1).T
         return scores, jnp.sum(grads * grads, axis=(1, 2))
     gl, ar = _project(io, queries)
     scores = jnp.einsum("btqk,btqk->qb", gl, ar)

@@ -271,23 +271,3 @@ def partition_bounds(num_documents: int, partitions: int) -> list[tuple[int, int
 def doc_grad_norms(sq_norms: np.ndarray) -> np.ndarray:
     """‖∇L_m‖ over the tracked layers: the denominator of the cosine-style ranking."""
     return np.sqrt(np.maximum(sq_norms, 0.0))
-
-
-def memory_bytes(plan: Plan, local_batch: int, seq: int, itemsize: int) -> dict[str, int]:
-    """DESIGN §7b estimate per device: the query plan, one batch's captured `a` and `g`, and the
-    largest per-layer contraction intermediate (G_m dense, or the per-token projections)."""
-    queries = sum(x.size for q in plan.values() for x in jax.tree.leaves(q))
-    captured = sum(local_batch * seq * (q.shape[1] + q.shape[2]) for q in plan.values())
-    largest = 0
-    for q in plan.values():
-        num_queries, d_out, d_in = q.shape
-        if isinstance(q, LowRankQueries):
-            size = local_batch * seq * (2 * num_queries * q.rank + seq)
-        else:
-            size = local_batch * d_out * d_in
-        largest = max(largest, size)
-    return {
-        "queries": queries * itemsize,
-        "captured": captured * itemsize,
-        "contraction": largest * itemsize,
-    }

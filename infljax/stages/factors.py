@@ -17,15 +17,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
+from infljax import planning
 from infljax.checkpoints import ARGS_FILE, begin_stage, finish_stage
-from infljax.curvature import memory
 from infljax.curvature.eigen import eigendecompose
 from infljax.curvature.passes import (
     FactorArgs,
@@ -319,15 +318,14 @@ def _check_batch(plan: FitPlan, mesh: jax.sharding.Mesh) -> None:
 
 
 def _report_memory(name, model, layers, plan, args, mesh, length) -> None:
-    """Log the per-device estimate (DESIGN §7b); refuse a plan that cannot fit."""
-    leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
-    estimate = memory.estimate_memory(
-        layer_shapes(model, layers),
-        param_bytes=sum(x.nbytes for x in leaves),
-        local_batch=plan.batch_size // mesh.shape["data"],
-        length=length,
-        lambda_chunk=args.chunk_for(mesh),
-        itemsize=jnp.dtype(factor_dtype(model, layers)).itemsize,
-    )
-    logging.info("factors %s: memory per device\n  %s", name, "\n  ".join(estimate.lines()))
-    memory.check_fits(estimate, memory.device_memory_limit())
+    """Log both passes' per-device estimates (DESIGN §7b, `infljax.planning`); refuse, with the
+    numbers, a plan that cannot fit the device (not checked where the backend does not say how
+    much memory it has, e.g. CPU)."""
+    shapes = planning.ModelShapes.of(model, layers)
+    work = planning.Workload(seq=length, lambda_chunk=args.chunk_for(mesh), fisher=args.fisher)
+    layout = planning.Layout.of_mesh(mesh, plan.placement)
+    device = planning.device_memory_bytes()
+    for fit_pass in ("covariance", "lambdas"):
+        memory = planning.estimate(fit_pass, shapes, work, layout, plan.batch_size)
+        logging.info("factors %s: %s", name, memory.summary())
+        planning.check_stage(memory, shapes, work, layout, device, "config.factors.batch_size")

@@ -35,9 +35,9 @@ from ml_collections import ConfigDict
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from infljax import planning
 from infljax.checkpoints import ARGS_FILE, begin_stage, finish_stage
 from infljax.curvature import STRATEGIES, DampingArgs, load_factors
-from infljax.curvature.memory import device_memory_limit
 from infljax.data.corpus import TokenizedCorpus, load_corpus
 from infljax.data.tokenization import load_tokenizer, tokenizer_info
 from infljax.distributed import MeshArgs, make_mesh, place, replicate, to_host
@@ -79,7 +79,7 @@ class ScoresArgs:
       rescore_top_k: re-score each query's top k documents with full-rank gradients (0: off).
       per_token_top: per-token scores for each query's top documents (0: off).
       param_dtype: the dtype the model runs in ("" = as stored; "bfloat16" = mixed precision:
-        bfloat16 parameters and activations, float32 statistics and query gradients,
+        bfloat16 parameters, activations and gradients, float32 statistics and factors,
         float64 eigendecompositions).
       prefilter_k: score only each query's top k documents by TF-IDF, streaming only their
         union (0: every document). A biased shortcut for corpora too large to score in full
@@ -203,7 +203,14 @@ def score_model(
     queries = _query_plan(out, graphdef, state, tokens, layers, factors, args, mesh)
     plan, choices = scoring.make_plan(queries, args.scoring, inputs.corpus.max_length)
     logging.info("scores %s: contraction per layer %s", name, choices)
-    _check_memory(name, plan, args, inputs.corpus.max_length, mesh)
+    _check_memory(
+        name,
+        planning.ModelShapes.of(model, layers),
+        plan,
+        args,
+        inputs.corpus.max_length,
+        planning.Layout.of_mesh(mesh, placement),
+    )
     self_influence = (
         scoring.SelfInfluence(args.strategy, _damping(args))
         if args.scoring.self_influence
@@ -319,19 +326,27 @@ def _query_nats(graphdef, state, tokens: QueryTokens, batch_size: int, mesh) -> 
     return np.concatenate(parts)
 
 
-def _check_memory(name: str, plan, args: ScoresArgs, seq: int, mesh) -> None:
-    """Log the DESIGN §7b estimate; refuse, with the numbers, a plan the device cannot hold."""
-    local = -(-args.scoring.batch_size // mesh.shape["data"])
-    itemsize = jax.tree.leaves(plan)[0].dtype.itemsize
-    estimate = scoring.memory_bytes(plan, local, seq, itemsize)
-    lines = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in estimate.items())
-    logging.info("scores %s: memory per device (floor): %s", name, lines)
-    limit = device_memory_limit()
-    if limit is not None and sum(estimate.values()) > limit:
-        raise MemoryError(
-            f"scores {name}: {lines} exceeds the device's {limit / 2**20:.0f} MiB; lower "
-            "config.scores.batch_size or rank, or track fewer layers"
-        )
+def _check_memory(name: str, shapes, plan, args: ScoresArgs, seq: int, layout) -> None:
+    """Log the scoring step's per-device estimate (DESIGN §7b, `infljax.planning`); refuse,
+    with the numbers, a plan the device cannot hold (not checked where the backend does not
+    say how much memory it has, e.g. CPU)."""
+    choices = {
+        p: "dense" if isinstance(q, query_grads.DenseQueries) else "lowrank"
+        for p, q in plan.items()
+    }
+    work = planning.Workload(
+        seq=seq,
+        queries=next(iter(plan.values())).shape[0],
+        rank=args.queries.rank,
+        contraction=args.scoring.contraction,
+        max_dense_plan_bytes=args.scoring.max_dense_plan_bytes,
+        self_influence=args.scoring.self_influence,
+    )
+    memory = planning.estimate("scores", shapes, work, layout, args.scoring.batch_size, choices)
+    logging.info("scores %s: %s", name, memory.summary())
+    device = planning.device_memory_bytes()
+    setting = "config.scores.batch_size"
+    planning.check_stage(memory, shapes, work, layout, device, setting, choices)
 
 
 def _prefilter(

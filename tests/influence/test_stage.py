@@ -168,11 +168,11 @@ def test_complete_outputs_are_skipped_and_changed_arguments_refused(scored):
 
 
 def test_bfloat16_mixed_precision_tracks_the_float64_scores(scored, tmp_path):
-    """param_dtype="bfloat16": parameters and activations in bfloat16, statistics and query
-    gradients in float32, the float64 factors unchanged. bfloat16 keeps 8 significant bits
-    (ε = 2⁻⁸ ≈ 0.4%); a score is a sum over a few layers of products of such roundings, so we
-    allow a relative error of 10 ε in the score matrix (Frobenius) and require the same top
-    document for each query."""
+    """param_dtype="bfloat16": parameters, activations and per-sequence gradients in
+    bfloat16; the float64 factors unchanged (the preconditioned query gradients follow them).
+    bfloat16 keeps 8 significant bits (ε = 2⁻⁸ ≈ 0.4%); a score is a sum over a few layers of
+    products of such roundings, so we allow a relative error of 10 ε in the score matrix
+    (Frobenius) and require the same top document for each query."""
     out, inputs = scored
     args = dataclasses.replace(ARGS, param_dtype="bfloat16")
     score_model("tiny", inputs, args, make_mesh(devices=jax.devices()[:2]), tmp_path)

@@ -1,0 +1,632 @@
+"""Memory planning (DESIGN §7b): what each device-heavy stage holds per device, from shapes.
+
+    shapes = ModelShapes.from_config(cfg)                  # or ModelShapes.of(model, layers)
+    work = Workload(seq=512, queries=100, rank=32)
+    memory = estimate("scores", shapes, work, Layout(data=8), batch=32)
+    batch = largest_batch("scores", shapes, work, Layout(data=8), device_bytes=80 * GiB)
+
+`estimate` returns one stage's per-device bytes broken into parts; `largest_batch` picks the
+largest batch (a multiple of the data axis) that fits a device with a stated headroom, or raises
+`PlanError` with the numbers; `check_fits` refuses a given plan the same way, and `check_stage`
+(what the factors and scores stages call) adds the largest batch that would fit. A stage is the
+step that dominates its pipeline stage:
+
+==========  ==================================================================================
+pretrain    one AdamW step (`infljax.training.make_train_step`)
+covariance  one covariance-pass step (`infljax.curvature.passes.covariance_step`)
+lambdas     one lambda-pass step (`infljax.curvature.passes.lambda_step`)
+queries     one chunk of queries (the batch): the capture step (`query_grads.make_query_grads_fn`)
+            or, when larger, the preconditioning and SVD that follow, layer by layer on one
+            device (`query_grads.prepare_queries`); `StageMemory.phase` says which
+scores      one scoring step (`infljax.influence.scoring.make_score_fn`)
+==========  ==================================================================================
+
+The parts follow DESIGN §7b: factor state per layer (`d_in² + d_out²` eigenvectors or sums,
+`d_in·d_out` lambdas), the query plan (dense `Q·d_out·d_in` or low-rank `Q·r·(d_out + d_in)` per
+layer, chosen exactly as `scoring.make_plan` chooses), captured `a`, `g` (`batch·T·(d_in + d_out)`
+per layer), plus what the section leaves implicit: parameters, optimizer state and gradients,
+the model's activations kept for the backward pass (`activation_bytes_per_token`), the logits,
+per-sequence gradients (lambda chunk, dense contraction, query gradients) and the outputs. Parts
+are summed as if all were live at the peak (a tensor XLA frees before the peak is left out, e.g.
+the covariance pass's `a` of all but one layer); tests/test_planning.py checks every stage's
+total against XLA's compiled memory analysis (within 25% on a small decoder; a good deal closer
+on most shapes).
+
+Sharding enters through `Layout`: the batch divides over ``data``; `param_shards` and
+`factor_shards` divide the parameters (with gradients and optimizer state) and the factor state
+at rest (``config.mesh.params="fsdp"``), and the step adds what it gathers: today everything
+whole (`Layout.gather="all"`), or one layer at a time ("layer", not built yet). Activations do
+not divide: every device runs the full model on its data shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from infljax.influence import scoring
+from infljax.influence.query_grads import DenseQueries, LowRankQueries
+from infljax.models.capture import DEFAULT_LAYERS, layer_module, select_layers
+from infljax.models.decoder import Decoder, DecoderConfig
+
+STAGES = ("pretrain", "covariance", "lambdas", "queries", "scores")
+GATHERS = ("all", "layer")
+GiB = 2**30
+HEADROOM = 0.1  # fraction of device memory `largest_batch` leaves free (allocator, XLA slack)
+_F32 = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelShapes:
+    """What the estimate needs to know about a model.
+
+    Attributes:
+      cfg: the decoder's shape and variant.
+      params: number of parameters.
+      block_params: parameters of the largest block (what a per-block gather holds at once).
+      layers: tracked layers {path: (d_out, d_in)}; d_in counts the bias coordinate.
+    """
+
+    cfg: DecoderConfig
+    params: int
+    block_params: int
+    layers: dict[str, tuple[int, int]]
+
+    @classmethod
+    def of(cls, model: nnx.Module, layers: Sequence[str]) -> ModelShapes:
+        """From a model, concrete or abstract (`nnx.eval_shape`), and its tracked layer paths."""
+        shapes = {}
+        for path in layers:
+            module = layer_module(model, path)
+            d_in, d_out = module.kernel.shape
+            shapes[path] = (d_out, d_in + (module.bias is not None))
+        blocks = [_size(nnx.state(block, nnx.Param)) for block in model.blocks]
+        return cls(model.cfg, _size(nnx.state(model, nnx.Param)), max(blocks), shapes)
+
+    @classmethod
+    def from_config(
+        cls, cfg: DecoderConfig, patterns: Sequence[str] = DEFAULT_LAYERS
+    ) -> ModelShapes:
+        """From a config alone: the model is built abstractly (no parameter is allocated)."""
+        model = nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(0)))
+        return cls.of(model, select_layers(model, patterns))
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes per parameter and per activation (the model's dtype)."""
+        return jnp.dtype(self.cfg.param_dtype).itemsize
+
+    @property
+    def stats_itemsize(self) -> int:
+        """Bytes per element of factor state and preconditioned query gradients (the model's
+        dtype, at least float32, as `curvature.statistics.stats_dtype`)."""
+        return jnp.promote_types(self.cfg.param_dtype, jnp.float32).itemsize
+
+
+def _size(tree) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How a stage is spread over devices.
+
+    Attributes:
+      data: devices along the mesh's ``data`` axis; the batch divides over them.
+      param_shards: devices each parameter (with its gradient and optimizer state) is split
+        over at rest: 1 = replicated; the data axis under ``config.mesh.params="fsdp"``.
+      factor_shards: devices the factor state (sums, eigenbases, factors) is split over at rest:
+        1 = replicated; the data axis under ``config.mesh.params="fsdp"``.
+      gather: how a step uses split arrays. "all", as the stages do today: every split
+        parameter and eigenbasis is gathered whole inside the step
+        (`infljax.distributed.gather`), each device forms the batch's statistics of every
+        layer in full before they are reduce-scattered, and the query plan stays replicated.
+        "layer" (not built yet): one block's weights and one layer's eigenbasis or query
+        factors gathered at a time, one layer's batch statistics formed and reduce-scattered at
+        a time, the query plan split like the factors.
+    """
+
+    data: int = 1
+    param_shards: int = 1
+    factor_shards: int = 1
+    gather: str = "all"
+
+    def __post_init__(self):
+        if min(self.data, self.param_shards, self.factor_shards) < 1:
+            raise ValueError(f"Layout sizes must be positive, got {self}")
+        if self.gather not in GATHERS:
+            raise ValueError(f"Layout.gather={self.gather!r}; valid: {GATHERS}")
+
+    @classmethod
+    def of_mesh(cls, mesh: jax.sharding.Mesh, placement: str = "replicated") -> Layout:
+        """The layout of the factors and scores stages on `mesh` with ``config.mesh.params``
+        = `placement` ("fsdp" splits parameters and factors over ``data``)."""
+        data = mesh.shape["data"]
+        shards = data if placement == "fsdp" else 1
+        return cls(data, shards, shards)
+
+    @property
+    def layerwise(self) -> bool:
+        return self.gather == "layer"
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """What the stages run (besides the batch, an argument of `estimate`).
+
+    Attributes:
+      seq: tokens per sequence (documents and queries).
+      queries, rank: number of queries and the rank of their gradients (0 = dense).
+      svd, oversample: how query gradients are factorised (`query_grads.QueryArgs`).
+      lambda_chunk: sequences per device whose per-sequence gradients exist at once in the
+        lambda pass (`FactorArgs.chunk_for`).
+      fisher: "true" (the fitting passes sample labels) or "empirical" (`FactorArgs.fisher`).
+      contraction, max_dense_plan_bytes, self_influence: as `scoring.ScoreArgs`.
+    """
+
+    seq: int
+    queries: int = 100
+    rank: int = 32
+    svd: str = "exact"
+    oversample: int = 8
+    lambda_chunk: int = 1
+    fisher: str = "true"
+    contraction: str = "auto"
+    max_dense_plan_bytes: int = 4 * GiB
+    self_influence: bool = False
+
+    def __post_init__(self):
+        if min(self.seq, self.queries, self.lambda_chunk) < 1 or self.rank < 0:
+            raise ValueError(f"Workload: seq, queries, lambda_chunk >= 1 and rank >= 0: {self}")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageMemory:
+    """One stage's per-device bytes: `parts` ((name, bytes), ...) sum to `total`. `phase` names
+    the largest phase of a stage that has several (queries: "capture", "gradients",
+    "preconditioning")."""
+
+    stage: str
+    batch: int
+    local_batch: int
+    parts: tuple[tuple[str, int], ...]
+    phase: str = ""
+
+    @property
+    def total(self) -> int:
+        return sum(n for _, n in self.parts)
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage} ({self.phase})" if self.phase else self.stage
+
+    def summary(self) -> str:
+        """One line: the total, the batch and every non-zero part."""
+        parts = ", ".join(f"{name} {format_bytes(n)}" for name, n in self.parts if n)
+        return (
+            f"{self.name}: needs {format_bytes(self.total)} per device at batch {self.batch} "
+            f"({self.local_batch} per device) ({parts})"
+        )
+
+    def lines(self) -> list[str]:
+        """A small table: one line per non-zero part, then the total."""
+        rows = [f"{name:<22}{format_bytes(n):>12}" for name, n in self.parts if n]
+        return rows + [f"{'total':<22}{format_bytes(self.total):>12}"]
+
+    @property
+    def largest_part(self) -> str:
+        return max(self.parts, key=lambda p: p[1])[0]
+
+
+class PlanError(MemoryError):
+    """A stage cannot fit the device's memory; the message has the numbers and what to do."""
+
+
+def format_bytes(n: float) -> str:
+    for unit, scale in (("GiB", GiB), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def activation_bytes_per_token(cfg: DecoderConfig, seq: int, weight_grads: bool = True) -> int:
+    """Bytes per token (of sequences of `seq` tokens) that a backward pass keeps, all blocks.
+
+    Counted per block in the model's dtype; XLA fuses the elementwise rest away.
+
+    * With weight gradients (training) the input of every linear layer is kept for its weight
+      gradient: the residual stream at each norm's input, each norm's output, q, k and v (k, v
+      again after GQA's repeat), the attention output, the MLP's hidden widths (GELU: input and
+      activation; gated: gate, up and their product), plus three [heads, seq] rows of attention
+      scores per token (logits, probabilities, their gradient), one hidden-width gradient in
+      flight, and outside the blocks the embedding output and the final norm's input and output.
+    * Without (the capture passes: only gradients w.r.t. layer outputs) just what nonlinear
+      backward steps read: each norm's input, q, k and v, the probabilities and the MLP's
+      pre-activations. The tracked layers' inputs are counted as captured `a`.
+    """
+    hd, heads, kv_heads = cfg.head_dim, cfg.num_heads, cfg.kv_heads
+    norm_inputs = cfg.d_model * (2 if cfg.residual == "sequential" else 1)
+    qkv = heads * hd + 2 * kv_heads * hd * (1 if kv_heads == heads else 2)
+    if weight_grads:
+        norm_outputs = cfg.d_model * (1 if cfg.residual == "parallel_shared_norm" else 2)
+        hidden = cfg.d_ff * (3 if cfg.mlp == "gelu" else 4)
+        block = norm_inputs + norm_outputs + qkv + heads * hd + 3 * heads * seq + hidden
+        outside = 3 * cfg.d_model
+    else:
+        pre_activations = cfg.d_ff * (1 if cfg.mlp == "gelu" else 2)
+        block, outside = norm_inputs + qkv + heads * seq + pre_activations, 0
+    return (cfg.num_layers * block + outside) * jnp.dtype(cfg.param_dtype).itemsize
+
+
+def logits_bytes_per_token(
+    cfg: DecoderConfig, weight_grads: bool = True, sampled: bool = False
+) -> int:
+    """Logits in the model's dtype, their float32 log-softmax and its gradient; with weight
+    gradients the logits' gradient in the model's dtype too; with sampled labels (true Fisher)
+    the random bits and the Gumbel noise of `jax.random.categorical`."""
+    itemsize = jnp.dtype(cfg.param_dtype).itemsize
+    per_logit = itemsize * (2 if weight_grads else 1) + 2 * _F32 + (2 * _F32 if sampled else 0)
+    return cfg.vocab_size * per_logit
+
+
+def plan_choices(shapes: ModelShapes, work: Workload, batch: int) -> dict[str, str]:
+    """{layer: "dense" | "lowrank"}: the contraction `scoring.make_plan` picks for these shapes
+    and a scoring batch of `batch` (the same function, run on shapes only)."""
+    dtype = jnp.promote_types(shapes.cfg.param_dtype, jnp.float32)
+    queries = {p: _query_shapes(work, o, i, dtype) for p, (o, i) in shapes.layers.items()}
+    args = scoring.ScoreArgs(
+        batch_size=batch,
+        contraction=work.contraction,
+        self_influence=work.self_influence,
+        max_dense_plan_bytes=work.max_dense_plan_bytes,
+    )
+    found = {}
+
+    def plan(q):
+        plan, choices = scoring.make_plan(q, args, work.seq)
+        found.update(choices)
+        return plan
+
+    jax.eval_shape(plan, queries)
+    return found
+
+
+def _query_shapes(work: Workload, d_out: int, d_in: int, dtype):
+    q, rank = work.queries, min(work.rank, d_out, d_in)
+    if work.rank == 0:
+        return DenseQueries(jax.ShapeDtypeStruct((q, d_out, d_in), dtype))
+    left = jax.ShapeDtypeStruct((q, d_out, rank), dtype)
+    return LowRankQueries(left, jax.ShapeDtypeStruct((q, d_in, rank), dtype))
+
+
+def estimate(
+    stage: str,
+    shapes: ModelShapes,
+    work: Workload,
+    layout: Layout,
+    batch: int,
+    choices: dict[str, str] | None = None,
+    phase: str | None = None,
+) -> StageMemory:
+    """Per-device bytes of `stage` at global `batch` (queries: the query chunk).
+
+    `choices` ({layer: "dense" | "lowrank"}, scores only) overrides the contraction the
+    planner would pick (the scores stage passes its own plan's). `phase` (queries only) asks for
+    that phase instead of the largest.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; valid: {STAGES}")
+    local = -(-batch // layout.data)
+    parts = _Parts(shapes, work, layout, batch, local)
+    if stage == "queries":
+        phase, found = parts.queries(phase)
+        return StageMemory(stage, batch, local, tuple(found), phase)
+    if stage == "scores":
+        found = parts.scores(choices or plan_choices(shapes, work, batch))
+    else:
+        found = getattr(parts, stage)()
+    return StageMemory(stage, batch, local, tuple(found))
+
+
+Part = tuple[str, int]
+Parts = list[Part]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Parts:
+    """The parts of each stage for one batch (bytes per device); `local` = its share on each
+    device of the data axis."""
+
+    shapes: ModelShapes
+    work: Workload
+    layout: Layout
+    batch: int
+    local: int
+
+    @property
+    def _tokens(self) -> int:
+        return self.local * self.work.seq
+
+    def _split(self, shards: int, total: int, layer: int) -> tuple[int, int]:
+        """(kept, gathered) elements of an array of `total` elements split over `shards`
+        devices at rest: the step gathers the rest of it, or (layerwise) `layer` at a time."""
+        if shards == 1:
+            return total, 0
+        kept = total // shards
+        return kept, layer if self.layout.layerwise else total - kept
+
+    def _params(self, in_step: bool = True) -> Parts:
+        """Parameters at rest and, `in_step`, what the step gathers when they are split."""
+        s = self.shapes
+        kept, gathered = self._split(self.layout.param_shards, s.params, s.block_params)
+        return [
+            ("parameters", kept * s.itemsize),
+            ("gathered", gathered * s.itemsize if in_step else 0),
+        ]
+
+    def _factor_state(self, name: str, total: int, layer: int) -> Part:
+        """Factor state of `total` elements (`layer` for the largest layer): this device's
+        share and what the step gathers."""
+        kept, gathered = self._split(self.layout.factor_shards, total, layer)
+        return name, (kept + gathered) * self.shapes.stats_itemsize
+
+    def _sums(self, total: int, layer: int) -> Parts:
+        """A pass's sums (`total` elements, `layer` for the largest layer): the running ones and
+        this batch's. Split over devices, the batch's are formed in full on each device and
+        reduce-scattered into a second slice, or (layerwise) one layer's at a time."""
+        shards, itemsize = self.layout.factor_shards, self.shapes.stats_itemsize
+        if shards == 1:
+            running, batch = total, total
+        else:
+            running, batch = 2 * (total // shards), layer if self.layout.layerwise else total
+        return [("factor sums", running * itemsize), ("batch sums", batch * itemsize)]
+
+    def _activations(self, weight_grads: bool = False, sampled: bool = False) -> Parts:
+        """The activations kept for the backward pass, and the logits."""
+        cfg, seq = self.shapes.cfg, self.work.seq
+        activations = activation_bytes_per_token(cfg, seq, weight_grads)
+        logits = logits_bytes_per_token(cfg, weight_grads, sampled)
+        return [("activations", self._tokens * activations), ("logits", self._tokens * logits)]
+
+    def _model(self, weight_grads: bool = False, sampled: bool = False) -> Parts:
+        return self._params() + self._activations(weight_grads, sampled)
+
+    def _captured(self, itemsize: int, inputs: bool = True, in_flight: int = 1) -> Part:
+        """Captured `a`, `g`: every tracked layer's `a`, kept from the forward until its `g`
+        arrives in the backward (`inputs`; not when the pass reduces `a` on its own at once),
+        and `in_flight` × (d_out + d_in) of the widest layer (its `g`, rotations, copies)."""
+        layers = self.shapes.layers.values()
+        kept = sum(i for _, i in layers) if inputs else 0
+        width = kept + in_flight * max(o + i for o, i in layers)
+        return "captured a, g", self._tokens * width * itemsize
+
+    def pretrain(self) -> Parts:
+        """AdamW: two moments per parameter; the gradients; the model."""
+        s = self.shapes
+        params = s.params * s.itemsize // self.layout.param_shards
+        return self._model(weight_grads=True) + [
+            ("optimizer state", 2 * params),
+            ("gradients", params),
+        ]
+
+    def covariance(self) -> Parts:
+        """A and S sums; `a` and `g` in the statistics dtype (Σ a aᵀ needs no `g`, so one
+        layer's are live at a time)."""
+        square = [o * o + i * i for o, i in self.shapes.layers.values()]
+        model = self._model(sampled=self.work.fisher == "true")
+        captured = self._captured(self.shapes.stats_itemsize, inputs=False)
+        return model + self._sums(sum(square), max(square)) + [captured]
+
+    def lambdas(self) -> Parts:
+        """Eigenbases; Λ and diagonal sums; `a`, `g` and their rotations; the largest layer's
+        chunk of per-sequence gradients (plain and rotated)."""
+        layers = self.shapes.layers.values()
+        square = [o * o + i * i + o + i for o, i in layers]
+        products = [2 * o * i for o, i in layers]
+        chunk = min(self.work.lambda_chunk, self.local) * max(o * i for o, i in layers)
+        itemsize = self.shapes.stats_itemsize
+        return (
+            self._model(sampled=self.work.fisher == "true")
+            + [self._factor_state("eigenvectors", sum(square), max(square))]
+            + self._sums(sum(products), max(products))
+            + [self._captured(itemsize, in_flight=2), ("lambda chunk", 2 * chunk * itemsize)]
+        )
+
+    def queries(self, phase: str | None = None) -> tuple[str, Parts]:
+        """(phase, parts): beside the parameters, the largest of the three phases (or `phase`):
+        the capture's forward and backward, the per-sequence gradients [B, d_out, d_in] of
+        every layer it writes as the backward frees the activations, the preconditioning."""
+        s = self.shapes
+        o, i = max(s.layers.values(), key=lambda oi: oi[0] * oi[1])
+        products = sum(o * i for o, i in s.layers.values())
+        phases = {
+            "capture": self._activations() + [self._captured(s.itemsize)],
+            "gradients": [
+                ("query gradients", self.local * products * s.itemsize),
+                ("captured a, g", self._tokens * (o + i) * s.itemsize),
+            ],
+            "preconditioning": self._preconditioning(),
+        }
+        if phase is None:
+            phase = max(phases, key=lambda p: sum(n for _, n in phases[p]))
+        return phase, self._params(in_step=phase != "preconditioning") + phases[phase]
+
+    def _preconditioning(self) -> Parts:
+        """On one device, layer by layer: every layer's preconditioned gradients of the whole
+        chunk, with one layer's input gradients, factors and SVD in flight."""
+        s, chunk = self.shapes, self.batch
+        products = sum(o * i for o, i in s.layers.values())
+        o, i = max(s.layers.values(), key=lambda oi: oi[0] * oi[1])
+        return [
+            ("preconditioned", chunk * products * s.stats_itemsize),
+            ("layer gradients", chunk * o * i * s.stats_itemsize),
+            ("layer factors", (o * o + i * i + o * i) * s.stats_itemsize),
+            ("svd", chunk * _svd_elements(self.work, o, i) * s.stats_itemsize),
+        ]
+
+    def scores(self, choices: dict[str, str]) -> Parts:
+        """The query plan; `a`, `g` in the model's dtype; the contractions' intermediates
+        (`_contraction_live`); with self-influence the factors and G_m's IHVP; the outputs
+        (scores, per-layer scores, norms)."""
+        s, w, local = self.shapes, self.work, self.local
+        layers = s.layers.items()
+        plan = [_plan_elements(w, o, i, choices[p]) for p, (o, i) in layers]
+        contraction = [_contraction_elements(w, local, o, i, choices[p]) for p, (o, i) in layers]
+        parts = self._model() + [
+            ("query plan", self._plan(plan) * s.stats_itemsize),
+            self._captured(s.itemsize),
+            ("contraction", _contraction_live(contraction) * s.stats_itemsize),
+            ("outputs", ((len(s.layers) + 1) * w.queries + 2) * local * _F32),
+        ]
+        if w.self_influence:
+            factors = [o * o + i * i + o * i for o, i in s.layers.values()]
+            ihvp = 3 * local * max(o * i for o, i in s.layers.values()) * s.stats_itemsize
+            parts += [self._factor_state("factors", sum(factors), max(factors))]
+            parts += [("self-influence", ihvp)]
+        return parts
+
+    def _plan(self, per_layer: list[int]) -> int:
+        """Query-plan elements on a device: replicated, or (layerwise) split like the factors
+        with one layer's gathered."""
+        kept, gathered = sum(per_layer), 0
+        if self.layout.layerwise:
+            kept, gathered = self._split(self.layout.factor_shards, kept, max(per_layer))
+        return kept + gathered
+
+
+def _svd_elements(work: Workload, d_out: int, d_in: int) -> int:
+    """Per query: the SVD's factors (exact: thin U, Vᵀ; randomized: the sketch and its basis)."""
+    k = min(d_out, d_in)
+    if work.rank == 0:
+        return 0
+    if work.svd == "randomized":
+        k = min(k, work.rank + work.oversample)
+    return k * (d_out + d_in + 1)
+
+
+def _plan_elements(work: Workload, d_out: int, d_in: int, choice: str) -> int:
+    if choice == "dense":
+        return work.queries * d_out * d_in
+    return work.queries * min(work.rank, d_out, d_in) * (d_out + d_in)
+
+
+def _contraction_elements(
+    work: Workload, local: int, d_out: int, d_in: int, choice: str
+) -> tuple[int, int]:
+    """(per-batch intermediates, the layer's query factors laid out again for the product)."""
+    if choice == "dense":
+        return local * d_out * d_in, 0
+    rank = min(work.rank, d_out, d_in)
+    relaid = work.queries * rank * (d_out + d_in)
+    return local * work.seq * (2 * work.queries * rank + work.seq), relaid
+
+
+def _contraction_live(per_layer: list[tuple[int, int]]) -> int:
+    """Every layer's intermediates (XLA computes each layer's `a`-side projections during the
+    forward, so they all wait for the backward) and one layer's factors laid out again."""
+    return sum(n for n, _ in per_layer) + max(r for _, r in per_layer)
+
+
+def check_fits(memory: StageMemory, device_bytes: int | None, headroom: float = 0.0) -> None:
+    """Raise `PlanError` with the numbers when `memory` exceeds (1 - headroom) of the device's
+    bytes; None (a backend that does not say, e.g. CPU) checks nothing."""
+    if device_bytes is not None and memory.total > (1 - headroom) * device_bytes:
+        raise PlanError(refusal(memory, device_bytes, headroom))
+
+
+def refusal(memory: StageMemory, device_bytes: int, headroom: float = 0.0) -> str:
+    """'scores: needs 93.1 GiB per device at batch 8 (...), device has 80.0 GiB; <advice>'."""
+    kept = f" ({headroom:.0%} kept free)" if headroom else ""
+    return f"{memory.summary()}, device has {format_bytes(device_bytes)}{kept}; {advice(memory)}"
+
+
+_SPLIT = "split parameters and factors over the devices (config.mesh.params='fsdp')"
+_FEWER_LAYERS = "track fewer layers (config.factors.layers)"
+_ADVICE = {
+    "parameters": f"{_SPLIT} or use bfloat16 parameters (config.param_dtype)",
+    "gathered": "use bfloat16 parameters; the step gathers the whole model (layer-wise "
+    "gathering is not built yet)",
+    "optimizer state": _SPLIT,
+    "gradients": _SPLIT,
+    "factor sums": f"{_SPLIT} or {_FEWER_LAYERS}",
+    "batch sums": f"{_FEWER_LAYERS}: each device forms the batch's sums in full",
+    "eigenvectors": f"{_SPLIT} or {_FEWER_LAYERS}",
+    "factors": f"turn off self-influence, {_SPLIT} or {_FEWER_LAYERS}",
+    "query plan": "lower the rank or config.scores.max_dense_plan_gib, or " + _FEWER_LAYERS,
+    "lambda chunk": "lower config.factors.lambda_chunk",
+    "query gradients": "lower config.scores.query_batch_size or " + _FEWER_LAYERS,
+    "preconditioned": "lower config.scores.query_batch_size or " + _FEWER_LAYERS,
+    "svd": "use config.scores.svd='randomized' or a smaller config.scores.query_batch_size",
+}
+
+
+def advice(memory: StageMemory) -> str:
+    """What to change, from the largest part."""
+    part = memory.largest_part
+    if part in _ADVICE:
+        return _ADVICE[part]
+    if memory.local_batch > 1:
+        return "lower the batch size or use more devices along the mesh's data axis"
+    return "shorten the sequences (corpus.max_length) or track fewer layers"
+
+
+def largest_batch(
+    stage: str,
+    shapes: ModelShapes,
+    work: Workload,
+    layout: Layout,
+    device_bytes: int,
+    headroom: float = HEADROOM,
+    max_batch: int = 1 << 16,
+    choices: dict[str, str] | None = None,
+) -> int:
+    """The largest global batch, at most `max_batch` and a multiple of `layout.data` (queries:
+    any chunk size), whose estimate fits (1 - headroom) of `device_bytes`; `PlanError` with the
+    numbers when the smallest does not. Memory grows with the batch, so a bisection finds it."""
+    step = 1 if stage == "queries" else layout.data
+
+    def memory(steps: int) -> StageMemory:
+        return estimate(stage, shapes, work, layout, steps * step, choices)
+
+    check_fits(memory(1), device_bytes, headroom)
+    low, high = 1, max(1, max_batch // step)
+    while low < high:
+        mid = (low + high + 1) // 2
+        fits = memory(mid).total <= (1 - headroom) * device_bytes
+        low, high = (mid, high) if fits else (low, mid - 1)
+    return low * step
+
+
+def check_stage(
+    memory: StageMemory,
+    shapes: ModelShapes,
+    work: Workload,
+    layout: Layout,
+    device_bytes: int | None,
+    setting: str,
+    choices: dict[str, str] | None = None,
+) -> None:
+    """What a stage calls before it starts: `PlanError` when `memory` exceeds the device, its
+    message ending with the largest value of the batch `setting` (e.g.
+    "config.factors.batch_size") that fits with `HEADROOM`, when one does."""
+    if device_bytes is None or memory.total <= device_bytes:
+        return
+    message = refusal(memory, device_bytes)
+    args = (memory.stage, shapes, work, layout, device_bytes)
+    try:
+        best = largest_batch(*args, max_batch=memory.batch, choices=choices)
+        message += f"; {setting}={best} fits with {HEADROOM:.0%} headroom"
+    except PlanError:
+        pass
+    raise PlanError(message)
+
+
+def device_memory_bytes() -> int | None:
+    """Bytes the first local device can hold, or None when the backend does not say (CPU)."""
+    stats = jax.local_devices()[0].memory_stats()
+    return None if not stats else stats.get("bytes_limit")

@@ -1,0 +1,318 @@
+"""The memory planner against XLA's compiled memory analysis, its refusals and its batch choice.
+
+Each stage's compiled step is built the way the stages (and experiments/benchmark.py) build it,
+on a small float32 decoder, and its per-device bytes (arguments + outputs + temporaries -
+aliased, XLA's `memory_analysis`) are compared with `planning.estimate`. Tolerance 25%: the
+planner counts tensors from shapes, while XLA fuses elementwise work (never materialising some
+of the tensors counted as activations), schedules buffers so that some die before the peak, and
+keeps a few temporaries (layout copies, reduction scratch) that no shape formula names.
+"""
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from infljax import planning, training
+from infljax.curvature import passes
+from infljax.curvature.state import Eigenbasis, zero_covariance, zero_lambdas
+from infljax.distributed import make_mesh, place, replicate, shard_batch
+from infljax.influence import query_grads
+from infljax.influence.query_grads import LowRankQueries
+from infljax.influence.scoring import ScoreArgs, make_plan, make_score_fn
+from infljax.models.capture import select_layers
+from infljax.models.decoder import Decoder, DecoderConfig
+from infljax.models.losses import Batch
+from infljax.stages import factors, scores
+
+TOLERANCE = 0.25  # see the module docstring
+SMALL = DecoderConfig(
+    vocab_size=512, d_model=128, num_layers=2, num_heads=4, d_ff=512, max_length=128
+)
+BATCH, QUERIES, RANK = 8, 100, 32
+
+
+def compiled_bytes(compiled) -> int:
+    """Per-device bytes of a compiled step, as experiments/benchmark.py reads them."""
+    m = compiled.memory_analysis()
+    return int(
+        m.argument_size_in_bytes
+        + m.output_size_in_bytes
+        + m.temp_size_in_bytes
+        - m.alias_size_in_bytes
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """Compiles each stage's step for one model, batch and mesh; returns XLA's bytes."""
+
+    cfg: DecoderConfig
+    batch: int
+    mesh: jax.sharding.Mesh
+    rank: int = RANK
+    contraction: str = "auto"
+    placement: str = "replicated"  # config.mesh.params (factors, scores)
+
+    @property
+    def model(self) -> Decoder:
+        return Decoder(self.cfg, rngs=nnx.Rngs(0))
+
+    def _row_batch(self) -> passes.RowBatch:
+        rng = np.random.default_rng(0)
+        tokens = rng.integers(1, self.cfg.vocab_size, (self.batch, self.cfg.max_length))
+        batch = Batch.from_documents(tokens.astype(np.int32), np.full(self.batch, tokens.shape[1]))
+        rows = np.arange(self.batch, dtype=np.int32)
+        return shard_batch(passes.RowBatch(rows, batch), self.mesh)
+
+    def pretrain(self) -> int:
+        graphdef, params = nnx.split(self.model, nnx.Param)
+        tx = training.make_optimizer(training.TrainArgs(steps=10, warmup_steps=1))
+        params = replicate(params, self.mesh)
+        opt_state = replicate(tx.init(params), self.mesh)
+        step = training.make_train_step(graphdef, tx)
+        return compiled_bytes(step.lower(params, opt_state, self._row_batch().batch).compile())
+
+    def _fit_inputs(self):
+        model = self.model
+        layers = select_layers(model)
+        graphdef, params = nnx.split(model)
+        static = dict(graphdef=graphdef, layers=layers, mesh=self.mesh, fisher="true")
+        static["placement"] = self.placement
+        shapes, dtype = passes.layer_shapes(model, layers), passes.factor_dtype(model, layers)
+        seed = jnp.asarray(0, jnp.uint32)
+        return self._place(params), static, shapes, dtype, seed
+
+    def _place(self, tree):
+        return place(tree, self.mesh, self.placement)
+
+    def covariance(self) -> int:
+        params, static, shapes, dtype, seed = self._fit_inputs()
+        sums = self._place(zero_covariance(shapes, dtype))
+        step = passes.covariance_step.lower(params, sums, seed, self._row_batch(), **static)
+        return compiled_bytes(step.compile())
+
+    def lambdas(self, chunk: int) -> int:
+        params, static, shapes, dtype, seed = self._fit_inputs()
+        bases = self._place({p: _basis(o, i, dtype) for p, (o, i) in shapes.items()})
+        sums = self._place(zero_lambdas(shapes, dtype))
+        step = passes.lambda_step.lower(
+            params, bases, sums, seed, self._row_batch(), chunk=chunk, **static
+        )
+        return compiled_bytes(step.compile())
+
+    def queries(self) -> int:
+        """The capture step of one query chunk (the preconditioning that follows runs eagerly,
+        layer by layer, so XLA has no compiled figure for it)."""
+        model = self.model
+        graphdef, params = nnx.split(model)
+        grads_fn = query_grads.make_query_grads_fn(graphdef, select_layers(model))
+        params, batch = replicate(params, self.mesh), self._row_batch().batch
+        return compiled_bytes(grads_fn.lower(params, batch).compile())
+
+    def scores(self) -> tuple[int, dict[str, str]]:
+        model = self.model
+        layers = select_layers(model)
+        graphdef, params = nnx.split(model)
+        dtype = passes.factor_dtype(model, layers)
+        queries = {
+            p: LowRankQueries(
+                jnp.zeros((QUERIES, o, min(self.rank, o, i)), dtype),
+                jnp.zeros((QUERIES, i, min(self.rank, o, i)), dtype),
+            )
+            for p, (o, i) in passes.layer_shapes(model, layers).items()
+        }
+        args = ScoreArgs(batch_size=self.batch, contraction=self.contraction)
+        plan, choices = make_plan(queries, args, self.cfg.max_length)
+        fn = make_score_fn(graphdef, layers, self.mesh, placement=self.placement)
+        batch = self._row_batch().batch
+        compiled = fn.lower(self._place(params), batch, replicate(plan, self.mesh), None)
+        return compiled_bytes(compiled.compile()), choices
+
+
+def _basis(d_out: int, d_in: int, dtype) -> Eigenbasis:
+    eye = lambda n: jnp.eye(n, dtype=dtype)  # noqa: E731
+    return Eigenbasis(eye(d_in), jnp.ones(d_in, dtype), eye(d_out), jnp.ones(d_out, dtype))
+
+
+def planned(stage: str, steps: Steps, phase: str | None = None, **work) -> planning.StageMemory:
+    shapes = planning.ModelShapes.from_config(steps.cfg)
+    defaults = dict(seq=steps.cfg.max_length, queries=QUERIES, rank=steps.rank)
+    workload = planning.Workload(**(defaults | work))
+    layout = planning.Layout.of_mesh(steps.mesh, steps.placement)
+    return planning.estimate(stage, shapes, workload, layout, steps.batch, phase=phase)
+
+
+def _within(estimate: int, xla: int) -> bool:
+    return abs(estimate - xla) <= TOLERANCE * xla
+
+
+@pytest.fixture(scope="module")
+def mesh2():
+    return make_mesh(devices=jax.devices()[:2])
+
+
+@pytest.mark.parametrize(
+    "stage, placement",
+    [
+        ("pretrain", "replicated"),
+        ("covariance", "replicated"),
+        ("covariance", "fsdp"),
+        ("lambdas", "replicated"),
+        ("lambdas", "fsdp"),
+        ("queries", "replicated"),
+    ],
+)
+def test_estimate_within_25_percent_of_xla(stage, placement, mesh2):
+    steps = Steps(SMALL, BATCH, mesh2, placement=placement)
+    if stage == "lambdas":
+        xla, memory = steps.lambdas(chunk=2), planned(stage, steps, lambda_chunk=2)
+    elif stage == "queries":  # the compiled capture step: the larger of its two phases
+        phases = [planned(stage, steps, phase=p) for p in ("capture", "gradients")]
+        xla, memory = steps.queries(), max(phases, key=lambda m: m.total)
+    else:
+        xla, memory = getattr(steps, stage)(), planned(stage, steps)
+    assert _within(memory.total, xla), (stage, memory.lines(), xla)
+
+
+@pytest.mark.parametrize(
+    "contraction, placement",
+    [("auto", "replicated"), ("dense", "fsdp"), ("lowrank", "replicated")],
+)
+def test_scores_estimate_within_25_percent_of_xla(contraction, placement, mesh2):
+    steps = Steps(SMALL, BATCH, mesh2, contraction=contraction, placement=placement)
+    xla, choices = steps.scores()
+    memory = planned("scores", steps, contraction=contraction)
+    shapes = planning.ModelShapes.from_config(SMALL)
+    work = planning.Workload(seq=SMALL.max_length, contraction=contraction)
+    assert planning.plan_choices(shapes, work, BATCH) == choices  # make_plan's own choice
+    assert _within(memory.total, xla), (contraction, memory.lines(), xla)
+
+
+def test_fsdp_splits_parameters_and_factors_at_rest_and_the_step_gathers_them(mesh2):
+    shapes = planning.ModelShapes.from_config(SMALL)
+    work = planning.Workload(seq=SMALL.max_length)
+    layouts = {
+        "replicated": planning.Layout.of_mesh(mesh2),
+        "fsdp": planning.Layout.of_mesh(mesh2, "fsdp"),
+        "layerwise": planning.Layout(data=2, param_shards=2, factor_shards=2, gather="layer"),
+    }
+    parts = {
+        name: dict(planning.estimate("lambdas", shapes, work, layout, BATCH).parts)
+        for name, layout in layouts.items()
+    }
+    params = shapes.params * 4  # float32
+    square = sum(o * o + i * i + o + i for o, i in shapes.layers.values())
+    products = sum(o * i for o, i in shapes.layers.values())
+    assert parts["replicated"]["parameters"] == params and parts["replicated"]["gathered"] == 0
+    assert parts["fsdp"]["parameters"] == params // 2  # at rest; the step gathers the rest
+    assert parts["fsdp"]["parameters"] + parts["fsdp"]["gathered"] == params
+    assert parts["fsdp"]["eigenvectors"] == parts["replicated"]["eigenvectors"] == square * 4
+    assert parts["fsdp"]["batch sums"] == 2 * products * 4  # formed whole, then reduce-scattered
+    assert parts["layerwise"]["gathered"] == shapes.block_params * 4 < params // 2
+    widest = max(2 * o * i for o, i in shapes.layers.values())
+    assert parts["layerwise"]["batch sums"] == widest * 4 < 2 * products * 4  # a layer at a time
+
+
+def test_model_shapes_from_config_match_the_model():
+    model = Decoder(SMALL, rngs=nnx.Rngs(0))
+    layers = select_layers(model)
+    concrete = planning.ModelShapes.of(model, layers)
+    assert planning.ModelShapes.from_config(SMALL) == concrete
+    assert concrete.layers == passes.layer_shapes(model, layers)
+    assert concrete.params == sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def _scores_plan(data: int = 2):
+    shapes = planning.ModelShapes.from_config(SMALL)
+    work = planning.Workload(seq=SMALL.max_length, contraction="dense")
+    return shapes, work, planning.Layout(data=data)
+
+
+def test_a_plan_that_cannot_fit_is_refused_with_its_numbers():
+    shapes, work, layout = _scores_plan()
+    memory = planning.estimate("scores", shapes, work, layout, BATCH)
+    device = memory.total // 2
+    with pytest.raises(planning.PlanError) as error:
+        planning.check_fits(memory, device)
+    message = str(error.value)
+    plan = dict(memory.parts)["query plan"]
+    assert message.startswith(f"scores: needs {planning.format_bytes(memory.total)} per device")
+    assert f"at batch {BATCH} ({BATCH // 2} per device)" in message
+    assert f"query plan {planning.format_bytes(plan)}" in message
+    assert f"device has {planning.format_bytes(device)}" in message
+    assert "lower the rank" in message  # the largest part decides the advice
+    planning.check_fits(memory, memory.total)  # fits exactly: no error
+    planning.check_fits(memory, None)  # the backend does not say (CPU): nothing checked
+
+
+def test_largest_batch_is_the_largest_that_fits():
+    shapes, work, layout = _scores_plan()
+    device, headroom = 150 * 2**20, 0.1
+
+    def total(batch):
+        return planning.estimate("scores", shapes, work, layout, batch).total
+
+    batch = planning.largest_batch("scores", shapes, work, layout, device, headroom)
+    assert batch % layout.data == 0
+    assert total(batch) <= (1 - headroom) * device < total(batch + layout.data)
+    assert planning.largest_batch("scores", shapes, work, layout, device, max_batch=4) == 4
+
+
+def test_largest_batch_refuses_when_one_sequence_per_device_does_not_fit():
+    shapes, work, layout = _scores_plan()
+    with pytest.raises(planning.PlanError, match=r"scores: needs .* at batch 2 \(1 per device\)"):
+        planning.largest_batch("scores", shapes, work, layout, 64 * 2**20)
+
+
+def test_factors_stage_refuses_with_the_numbers_and_the_batch_that_fits(monkeypatch, mesh2):
+    model = Decoder(SMALL, rngs=nnx.Rngs(0))
+    layers = select_layers(model)
+    plan, args = factors.FitPlan(batch_size=64), passes.FactorArgs(lambda_chunk=1)
+    shapes = planning.ModelShapes.of(model, layers)
+    work = planning.Workload(seq=SMALL.max_length)
+    at_64 = planning.estimate("covariance", shapes, work, planning.Layout(data=2), 64).total
+    monkeypatch.setattr(planning, "device_memory_bytes", lambda: at_64 // 2)
+    with pytest.raises(planning.PlanError) as error:
+        factors._report_memory("m", model, layers, plan, args, mesh2, SMALL.max_length)
+    message = str(error.value)
+    assert message.startswith(f"covariance: needs {planning.format_bytes(at_64)} per device")
+    assert f"device has {planning.format_bytes(at_64 // 2)}" in message
+    best = planning.largest_batch("covariance", shapes, work, planning.Layout(data=2), at_64 // 2)
+    assert 2 <= best < 64 and message.endswith(
+        f"config.factors.batch_size={best} fits with 10% headroom"
+    )
+    monkeypatch.setattr(planning, "device_memory_bytes", lambda: None)  # CPU: nothing checked
+    factors._report_memory("m", model, layers, plan, args, mesh2, SMALL.max_length)
+
+
+def test_scores_stage_refuses_a_plan_that_cannot_fit(monkeypatch):
+    shapes, work, layout = _scores_plan()
+    plan = {
+        p: query_grads.DenseQueries(jnp.zeros((QUERIES, o, i), jnp.float32))
+        for p, (o, i) in shapes.layers.items()
+    }
+    args = scores.ScoresArgs(layers=(".*",), scoring=ScoreArgs(batch_size=BATCH))
+    memory = planning.estimate("scores", shapes, work, layout, BATCH)
+    monkeypatch.setattr(planning, "device_memory_bytes", lambda: memory.total // 2)
+    with pytest.raises(planning.PlanError, match=r"^scores: needs .* query plan 100\.5 MiB"):
+        scores._check_memory("m", shapes, plan, args, SMALL.max_length, layout)
+    monkeypatch.setattr(planning, "device_memory_bytes", lambda: memory.total)
+    scores._check_memory("m", shapes, plan, args, SMALL.max_length, layout)
+
+
+def test_plan_memory_launcher_prints_the_two_paper_tables():
+    root = Path(__file__).resolve().parent.parent
+    script = root / "experiments" / "plan_memory.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--paper"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "34.98B parameters (bfloat16)" in out and "120 tracked layers" in out  # Command R
+    assert "TPU v5e-64" in out and "8×H100" in out
+    assert out.count("| scores |") == 2 and out.count("| covariance |") == 2
