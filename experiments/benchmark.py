@@ -47,6 +47,7 @@ from infljax.influence.scoring import ScoreArgs, make_plan, make_score_fn
 from infljax.models.capture import DEFAULT_LAYERS, select_layers
 from infljax.models.decoder import Decoder, DecoderConfig, num_params
 from infljax.models.losses import Batch, summed_nll
+from infljax.planning import compiled_bytes
 from infljax.platform import setup
 
 PRESETS = {
@@ -83,19 +84,6 @@ class Measurement:
     @property
     def tokens_per_second(self) -> float:
         return self.tokens_per_step / self.seconds_per_step
-
-
-def _compiled_bytes(compiled) -> int | None:
-    try:
-        m = compiled.memory_analysis()
-        return int(
-            m.argument_size_in_bytes
-            + m.output_size_in_bytes
-            + m.temp_size_in_bytes
-            - m.alias_size_in_bytes
-        )
-    except (AttributeError, NotImplementedError):
-        return None
 
 
 def _time(step, carry, repeats: int) -> tuple[float, object]:
@@ -160,7 +148,7 @@ class _FitSteps:
         step = passes.covariance_step.lower(params, sums, seed, rb, **self.static).compile()
         seconds, sums = _time(lambda s: step(params, s, seed, rb)[0], sums, self.repeats)
         n = int(rb.batch.inputs.size)
-        return Measurement("covariance", seconds, n, _compiled_bytes(step)), sums
+        return Measurement("covariance", seconds, n, compiled_bytes(step)), sums
 
     def lambdas(self, covariance_sums: dict) -> Measurement:
         seed, rb, params = jnp.asarray(0, jnp.uint32), self.row_batch, self.params
@@ -172,7 +160,7 @@ class _FitSteps:
             params, bases, sums, seed, rb, chunk=self.chunk, **self.static
         ).compile()
         seconds, _ = _time(lambda s: step(params, bases, s, seed, rb)[0], sums, self.repeats)
-        return Measurement("lambdas", seconds, n, _compiled_bytes(step))
+        return Measurement("lambdas", seconds, n, compiled_bytes(step))
 
 
 def _scoring(model, layers, graphdef, params, batch: Batch, mesh, repeats: int) -> Measurement:
@@ -196,7 +184,7 @@ def _scoring(model, layers, graphdef, params, batch: Batch, mesh, repeats: int) 
     compiled = compiled.compile()
     seconds, _ = _time(lambda _: compiled(params, batch, plan, None), None, repeats)
     label = f"scores Q={q} r={r} ({'+'.join(sorted(set(choices.values())))})"
-    return Measurement(label, seconds, b * t, _compiled_bytes(compiled))
+    return Measurement(label, seconds, b * t, compiled_bytes(compiled))
 
 
 def _forward_backward(graphdef, params, batch: Batch, repeats: int, n_tokens: int) -> Measurement:
@@ -205,7 +193,7 @@ def _forward_backward(graphdef, params, batch: Batch, repeats: int, n_tokens: in
 
     compiled = jax.jit(grads).lower(params, batch).compile()
     seconds, _ = _time(lambda _: compiled(params, batch), None, repeats)
-    return Measurement("forward+backward", seconds, n_tokens, _compiled_bytes(compiled))
+    return Measurement("forward+backward", seconds, n_tokens, compiled_bytes(compiled))
 
 
 def _print_table(title: str, measurements: list[Measurement]) -> None:

@@ -630,3 +630,19 @@ def device_memory_bytes() -> int | None:
     """Bytes the first local device can hold, or None when the backend does not say (CPU)."""
     stats = jax.local_devices()[0].memory_stats()
     return None if not stats else stats.get("bytes_limit")
+
+
+def compiled_bytes(compiled) -> int | None:
+    """Per-device bytes of a compiled step by XLA's memory analysis (arguments + outputs +
+    temporaries − aliased), the figure the estimates are checked against; None when the
+    backend does not report one."""
+    try:
+        m = compiled.memory_analysis()
+        return int(
+            m.argument_size_in_bytes
+            + m.output_size_in_bytes
+            + m.temp_size_in_bytes
+            - m.alias_size_in_bytes
+        )
+    except (AttributeError, NotImplementedError):
+        return None

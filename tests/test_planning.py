@@ -38,17 +38,6 @@ SMALL = DecoderConfig(
 BATCH, QUERIES, RANK = 8, 100, 32
 
 
-def compiled_bytes(compiled) -> int:
-    """Per-device bytes of a compiled step, as experiments/benchmark.py reads them."""
-    m = compiled.memory_analysis()
-    return int(
-        m.argument_size_in_bytes
-        + m.output_size_in_bytes
-        + m.temp_size_in_bytes
-        - m.alias_size_in_bytes
-    )
-
-
 @dataclasses.dataclass(frozen=True)
 class Steps:
     """Compiles each stage's step for one model, batch and mesh; returns XLA's bytes."""
@@ -77,7 +66,9 @@ class Steps:
         params = replicate(params, self.mesh)
         opt_state = replicate(tx.init(params), self.mesh)
         step = training.make_train_step(graphdef, tx)
-        return compiled_bytes(step.lower(params, opt_state, self._row_batch().batch).compile())
+        return planning.compiled_bytes(
+            step.lower(params, opt_state, self._row_batch().batch).compile()
+        )
 
     def _fit_inputs(self):
         model = self.model
@@ -96,7 +87,7 @@ class Steps:
         params, static, shapes, dtype, seed = self._fit_inputs()
         sums = self._place(zero_covariance(shapes, dtype))
         step = passes.covariance_step.lower(params, sums, seed, self._row_batch(), **static)
-        return compiled_bytes(step.compile())
+        return planning.compiled_bytes(step.compile())
 
     def lambdas(self, chunk: int) -> int:
         params, static, shapes, dtype, seed = self._fit_inputs()
@@ -105,7 +96,7 @@ class Steps:
         step = passes.lambda_step.lower(
             params, bases, sums, seed, self._row_batch(), chunk=chunk, **static
         )
-        return compiled_bytes(step.compile())
+        return planning.compiled_bytes(step.compile())
 
     def queries(self) -> int:
         """The capture step of one query chunk (the preconditioning that follows runs eagerly,
@@ -114,7 +105,7 @@ class Steps:
         graphdef, params = nnx.split(model)
         grads_fn = query_grads.make_query_grads_fn(graphdef, select_layers(model))
         params, batch = replicate(params, self.mesh), self._row_batch().batch
-        return compiled_bytes(grads_fn.lower(params, batch).compile())
+        return planning.compiled_bytes(grads_fn.lower(params, batch).compile())
 
     def scores(self) -> tuple[int, dict[str, str]]:
         model = self.model
@@ -133,7 +124,7 @@ class Steps:
         fn = make_score_fn(graphdef, layers, self.mesh, placement=self.placement)
         batch = self._row_batch().batch
         compiled = fn.lower(self._place(params), batch, replicate(plan, self.mesh), None)
-        return compiled_bytes(compiled.compile()), choices
+        return planning.compiled_bytes(compiled.compile()), choices
 
 
 def _basis(d_out: int, d_in: int, dtype) -> Eigenbasis:
