@@ -27,6 +27,7 @@ from flax import nnx
 from tokenizers import Tokenizer
 
 from infljax.data.tokenization import TokenizerInfo, text_only
+from infljax.distributed import replicate, to_host
 from infljax.models.losses import Batch, token_nll
 
 ON_TOO_LONG = ("error", "truncate", "skip")
@@ -270,3 +271,16 @@ def make_nats_fn(graphdef: nnx.GraphDef) -> Callable[[nnx.State, Batch], jax.Arr
         return jnp.sum(batch.weights * token_nll(logits, batch.targets), axis=1)
 
     return jax.jit(nats)
+
+
+def query_nats(
+    graphdef: nnx.GraphDef, state: nnx.State, tokens: QueryTokens, batch_size: int, mesh
+) -> np.ndarray:
+    """Every query's measurement [Q] (completion NLL, nats, host float), `batch_size` queries
+    per call of `make_nats_fn`, each batch replicated over `mesh`."""
+    nats_fn = make_nats_fn(graphdef)
+    parts = []
+    for start in range(0, tokens.num_queries, batch_size):
+        batch = replicate(tokens.batch(slice(start, start + batch_size)), mesh)
+        parts.append(to_host(nats_fn(state, batch)))
+    return np.concatenate(parts)

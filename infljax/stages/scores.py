@@ -40,7 +40,7 @@ from infljax.checkpoints import ARGS_FILE, begin_stage, finish_stage
 from infljax.curvature import STRATEGIES, DampingArgs, load_factors
 from infljax.data.corpus import TokenizedCorpus, load_corpus
 from infljax.data.tokenization import load_tokenizer, tokenizer_info
-from infljax.distributed import MeshArgs, make_mesh, place, replicate, to_host
+from infljax.distributed import MeshArgs, make_mesh, place
 from infljax.influence import attribution, baselines, prefilter, query_grads, scoring
 from infljax.influence.measurement import (
     MeasurementArgs,
@@ -48,7 +48,7 @@ from infljax.influence.measurement import (
     QueryTokens,
     QueryTruncationWarning,
     encode_queries,
-    make_nats_fn,
+    query_nats,
     read_query_records,
 )
 from infljax.models.capture import select_layers
@@ -307,7 +307,7 @@ def _query_plan(out, graphdef, state, tokens, layers, factors, args, mesh, rank=
         grads_fn, state, tokens, q_args, mesh, args.strategy, factors, _damping(args)
     )
     if rank is None:
-        nats = _query_nats(graphdef, state, tokens, q_args.batch_size, mesh)
+        nats = query_nats(graphdef, state, tokens, q_args.batch_size, mesh)
         on_main(_save_query_plan, out, nats, queries)
     return queries
 
@@ -315,15 +315,6 @@ def _query_plan(out, graphdef, state, tokens, layers, factors, args, mesh, rank=
 def _save_query_plan(out: Path, nats: np.ndarray, queries) -> None:
     np.save(out / "query_nats.npy", nats)
     query_grads.save_queries(out / QUERY_GRADS_FILE, queries)
-
-
-def _query_nats(graphdef, state, tokens: QueryTokens, batch_size: int, mesh) -> np.ndarray:
-    nats_fn = make_nats_fn(graphdef)
-    parts = []
-    for start in range(0, tokens.num_queries, batch_size):
-        batch = replicate(tokens.batch(slice(start, start + batch_size)), mesh)
-        parts.append(to_host(nats_fn(state, batch)))
-    return np.concatenate(parts)
 
 
 def _check_memory(name: str, shapes, plan, args: ScoresArgs, seq: int, layout) -> None:

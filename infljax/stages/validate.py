@@ -54,6 +54,7 @@ from infljax.influence.measurement import (
 )
 from infljax.models.io import read_model_config
 from infljax.pipeline import stage, write_json
+from infljax.stages.pretrain import train_model
 from infljax.stages.scores import ScoresArgs
 from infljax.validation import counterfactual, figures, lds
 from infljax.workdir import (
@@ -257,7 +258,7 @@ class _Retrainer:
 
     def original_nats(self) -> np.ndarray:
         """Every query's NLL under the pretrained model itself (the "nothing removed" run)."""
-        return counterfactual.measure(self.original, self.tokens)
+        return counterfactual.measure(self.original, self.tokens, self.mesh)
 
     def all(self, units: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Unit key -> nats [Q] for every unit: runs those nobody holds, then waits for the rest."""
@@ -288,10 +289,16 @@ class _Retrainer:
         logging.info("validate %s: unit %s, %d rows left out", self.name, which, len(excluded))
         start = time.perf_counter()
         np.save(unit / "excluded.npy", np.unique(excluded))
-        counterfactual.retrain_without(
-            self.name, self.cfg, self.train_args, self.corpus, self.mesh, unit / "model", excluded
+        train_model(
+            self.name,
+            self.cfg,
+            self.train_args,
+            self.corpus,
+            self.mesh,
+            unit / "model",
+            exclude_rows=excluded,
         )
-        nats = counterfactual.measure(unit / "model", self.tokens)
+        nats = counterfactual.measure(unit / "model", self.tokens, self.mesh)
         shutil.rmtree(unit / "model" / "checkpoints", ignore_errors=True)
         seconds = round(time.perf_counter() - start, 1)
         write_json(unit / "unit.json", {"excluded": int(len(excluded)), "seconds": seconds})

@@ -1,11 +1,12 @@
 """Counterfactual retraining: remove a method's top-k documents, retrain, re-measure the queries.
 
-Definition of "the same run minus the removed documents" (`train_model(exclude_rows=...)`): the
-same initialisation, optimizer, number of steps and batch schedule; every remaining document is
-seen at the same steps, in the same order, as in the original run, and the removed documents'
-tokens are deleted (unpacked training: their rows become empty; packed training: their tokens
-are cut out of the packed rows, which become shorter). No other document takes their place, so
-the retrained model differs from the original only by what the removed documents contributed.
+Retraining is `infljax.stages.pretrain.train_model(..., exclude_rows=...)`; "the same run minus
+the removed documents" means the same initialisation, optimizer, number of steps and batch
+schedule; every remaining document is seen at the same steps, in the same order, as in the
+original run, and the removed documents' tokens are deleted (unpacked training: their rows
+become empty; packed training: their tokens are cut out of the packed rows, which become
+shorter). No other document takes their place, so the retrained model differs from the
+original only by what the removed documents contributed.
 Removing nothing reproduces the original parameters bit for bit.
 
 Sign convention (DESIGN §2): scores are effects on the completion's log-probability, the
@@ -22,11 +23,8 @@ import numpy as np
 from flax import nnx
 
 from infljax import training
-from infljax.data.corpus import TokenizedCorpus
-from infljax.influence.measurement import QueryTokens, make_nats_fn
-from infljax.models.decoder import DecoderConfig
+from infljax.influence.measurement import QueryTokens, query_nats
 from infljax.models.io import load_model
-from infljax.stages.pretrain import train_model
 
 
 def trained_rows(num_documents: int, args: training.TrainArgs) -> np.ndarray:
@@ -47,28 +45,8 @@ def top_k_rows(scores: np.ndarray, k: int, candidates: np.ndarray) -> np.ndarray
     return candidates[order[:k]]
 
 
-def retrain_without(
-    name: str,
-    cfg: DecoderConfig,
-    args: training.TrainArgs,
-    corpus: TokenizedCorpus,
-    mesh: jax.sharding.Mesh,
-    out: Path,
-    exclude_rows: np.ndarray,
-) -> None:
-    """Retrain `cfg` into `out` exactly as `pretrain` did, minus the documents `exclude_rows`.
-
-    Resumable and cached like pretraining (`out` is complete once done; rerunning is a no-op).
-    """
-    train_model(name, cfg, args, corpus, mesh, out, exclude_rows=np.asarray(exclude_rows))
-
-
-def measure(model_path: Path, queries: QueryTokens, batch_size: int = 16) -> np.ndarray:
-    """Each query's completion NLL (nats) [Q] under the model saved in `model_path`."""
-    graphdef, params = nnx.split(load_model(model_path), nnx.Param)
-    nats_fn = make_nats_fn(graphdef)
-    out = []
-    for start in range(0, queries.num_queries, batch_size):
-        rows = np.arange(start, min(start + batch_size, queries.num_queries))
-        out.append(np.asarray(nats_fn(params, queries.batch(rows)), np.float64))
-    return np.concatenate(out)
+def measure(model_path: Path, queries: QueryTokens, mesh: jax.sharding.Mesh, batch_size: int = 16):
+    """Each query's completion NLL (nats) [Q] under the model saved in `model_path`
+    (`infljax.influence.measurement.query_nats`, as the scores stage measures)."""
+    graphdef, state = nnx.split(load_model(model_path))
+    return query_nats(graphdef, state, queries, batch_size, mesh)

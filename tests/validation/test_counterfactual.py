@@ -11,7 +11,7 @@ from infljax.distributed import make_mesh
 from infljax.influence.measurement import QueryTokens, make_nats_fn
 from infljax.models.io import load_model
 from infljax.stages.pretrain import train_model
-from infljax.validation.counterfactual import measure, retrain_without, top_k_rows, trained_rows
+from infljax.validation.counterfactual import measure, top_k_rows, trained_rows
 from tests.tiny import TINY, random_corpus
 
 ARGS = dict(steps=6, batch_size=4, warmup_steps=1, eval_every=3, checkpoint_every=100)
@@ -80,12 +80,14 @@ def test_retraining_reproduces_the_original_unless_training_documents_are_remove
     rows = trained_rows(corpus.num_documents, args)
     held = np.setdiff1d(np.arange(corpus.num_documents), rows)
     train_model("base", TINY, args, corpus, mesh, tmp_path / "base")
-    retrain_without("none", TINY, args, corpus, mesh, tmp_path / "none", np.array([], np.int64))
-    retrain_without("held", TINY, args, corpus, mesh, tmp_path / "held", held)
+    train_model(
+        "none", TINY, args, corpus, mesh, tmp_path / "none", exclude_rows=np.array([], np.int64)
+    )
+    train_model("held", TINY, args, corpus, mesh, tmp_path / "held", exclude_rows=held)
     _assert_bitwise(tmp_path / "base", tmp_path / "none")
     _assert_bitwise(tmp_path / "base", tmp_path / "held")  # never-trained documents
     removed = top_k_rows(np.arange(24.0), 2, rows)
-    retrain_without("cut", TINY, args, corpus, mesh, tmp_path / "cut", removed)
+    train_model("cut", TINY, args, corpus, mesh, tmp_path / "cut", exclude_rows=removed)
     changed = [
         not np.array_equal(a, b)
         for a, b in zip(_params(tmp_path / "base"), _params(tmp_path / "cut"), strict=True)
@@ -97,11 +99,15 @@ def test_retraining_reproduces_the_original_unless_training_documents_are_remove
     )
     graphdef, params = nnx.split(load_model(tmp_path / "cut"), nnx.Param)
     direct = np.asarray(make_nats_fn(graphdef)(params, queries.batch()))
-    np.testing.assert_allclose(measure(tmp_path / "cut", queries, batch_size=2), direct, rtol=1e-12)
+    np.testing.assert_allclose(
+        measure(tmp_path / "cut", queries, mesh, batch_size=2), direct, rtol=1e-12
+    )
 
 
 def test_rows_outside_the_corpus_are_refused(tmp_path):
     args = training.TrainArgs(**ARGS)
     mesh = make_mesh(devices=jax.devices()[:1])
     with pytest.raises(ValueError, match="exclude_rows"):
-        retrain_without("x", TINY, args, random_corpus(8), mesh, tmp_path, np.array([2, 8]))
+        train_model(
+            "x", TINY, args, random_corpus(8), mesh, tmp_path, exclude_rows=np.array([2, 8])
+        )
