@@ -225,13 +225,20 @@ def gpt2_tensors(cfg: DecoderConfig, hf: Any, names: set[str]) -> dict[str, Sour
 # Llama
 
 
-def llama_options(hf: Any) -> dict:
-    head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
+def _sizes(hf: Any) -> dict:
+    """The shape fields every HF config (but GPT-2's) names alike."""
     return dict(
         vocab_size=hf.vocab_size,
         d_model=hf.hidden_size,
         num_layers=hf.num_hidden_layers,
         num_heads=hf.num_attention_heads,
+    )
+
+
+def llama_options(hf: Any) -> dict:
+    head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
+    return dict(
+        **_sizes(hf),
         num_kv_heads=hf.num_key_value_heads,
         d_ff=hf.intermediate_size,
         norm="rmsnorm",
@@ -276,10 +283,7 @@ def llama_tensors(cfg: DecoderConfig, hf: Any, names: set[str]) -> dict[str, Sou
 def neox_options(hf: Any) -> dict:
     head_dim = hf.hidden_size // hf.num_attention_heads
     return dict(
-        vocab_size=hf.vocab_size,
-        d_model=hf.hidden_size,
-        num_layers=hf.num_hidden_layers,
-        num_heads=hf.num_attention_heads,
+        **_sizes(hf),
         d_ff=hf.intermediate_size,
         norm="layernorm",
         mlp="gelu",
@@ -332,10 +336,7 @@ def neox_tensors(cfg: DecoderConfig, hf: Any, names: set[str]) -> dict[str, Sour
 def cohere_options(hf: Any) -> dict:
     head_dim = hf.hidden_size // hf.num_attention_heads
     return dict(
-        vocab_size=hf.vocab_size,
-        d_model=hf.hidden_size,
-        num_layers=hf.num_hidden_layers,
-        num_heads=hf.num_attention_heads,
+        **_sizes(hf),
         num_kv_heads=hf.num_key_value_heads,
         d_ff=hf.intermediate_size,
         norm="layernorm",
