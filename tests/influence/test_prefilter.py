@@ -11,31 +11,24 @@ import pytest
 from flax import nnx
 from ml_collections import ConfigDict
 
-from infljax.curvature import FactorArgs, fit_factors, save_factors
-from infljax.data.corpus import TokenizeArgs, save_corpus, tokenize_corpus
-from infljax.data.readers import Record
-from infljax.data.tokenization import save_tokenizer, train_bpe
 from infljax.distributed import make_mesh
 from infljax.influence import baselines, prefilter
 from infljax.influence.measurement import QueryText
 from infljax.influence.query_grads import QueryArgs
 from infljax.influence.scoring import BatchScores, ScoreArgs
-from infljax.models.capture import select_layers
 from infljax.models.decoder import Decoder, DecoderConfig
 from infljax.models.io import save_model
-from infljax.models.losses import Batch
 from infljax.pipeline import run_stages
 from infljax.stages.scores import ModelInputs, ScoresArgs, score_model
 from infljax.workdir import (
     analysis_dir,
-    corpus_dir,
     factors_dir,
     model_dir,
     queries_path,
     scores_dir,
-    tokenizer_path,
 )
 from tests.analysis.conftest import demo_config
+from tests.influence.workdirs import write_corpus, write_factors
 
 # scores.npy / per_layer.npy are float32 casts of float64 scores; a document scored in another
 # batch may round to the neighbouring float32, so compare to float32 resolution.
@@ -80,18 +73,12 @@ ARGS = ScoresArgs(
 def workdir(tmp_path_factory):
     """corpus/ (BPE tokenizer), models/tiny (untrained, float64), factors/tiny, queries.jsonl."""
     workdir = tmp_path_factory.mktemp("workdir")
-    tokenizer = train_bpe(TEXTS * 10, vocab_size=300)
-    records = [Record(doc_id=f"d{i}", source="web", text=t) for i, t in enumerate(TEXTS)]
-    corpus, _ = tokenize_corpus(records, tokenizer, TokenizeArgs(max_length=24))
-    save_corpus(corpus_dir(workdir), corpus)
-    save_tokenizer(tokenizer, tokenizer_path(workdir))
+    corpus, tokenizer = write_corpus(workdir, TEXTS, max_length=24)
     cfg = DecoderConfig(300, 8, 2, 2, 16, 24, param_dtype="float64")
     model = Decoder(cfg, rngs=nnx.Rngs(0))
     save_model(model_dir(workdir, "tiny"), model)
     mesh = make_mesh(devices=jax.devices()[:2])
-    batches = [Batch.from_documents(corpus.tokens, corpus.lengths)]
-    factors = fit_factors(model, select_layers(model), batches, FactorArgs(), mesh)
-    save_factors(factors_dir(workdir, "tiny"), factors)
+    write_factors(workdir, "tiny", model, corpus, mesh)
     queries_path(workdir).write_text("".join(json.dumps(q) + "\n" for q in QUERIES))
     inputs = ModelInputs(model_dir(workdir, "tiny"), factors_dir(workdir, "tiny"), corpus,
                          tokenizer, QUERIES)  # fmt: skip

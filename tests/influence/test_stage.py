@@ -10,20 +10,15 @@ import pytest
 
 from infljax import training
 from infljax.checkpoints import StageConflict, is_complete
-from infljax.curvature import FactorArgs, fit_factors, save_factors
-from infljax.data.corpus import TokenizeArgs, save_corpus, tokenize_corpus
-from infljax.data.readers import Record
-from infljax.data.tokenization import save_tokenizer, train_bpe
 from infljax.distributed import make_mesh
 from infljax.influence.query_grads import QueryArgs
 from infljax.influence.scoring import ScoreArgs
-from infljax.models.capture import select_layers
 from infljax.models.decoder import DecoderConfig
 from infljax.models.io import load_model
-from infljax.models.losses import Batch
 from infljax.stages.pretrain import train_model
 from infljax.stages.scores import ModelInputs, ScoresArgs, score_model
-from infljax.workdir import corpus_dir, factors_dir, model_dir, scores_dir, tokenizer_path
+from infljax.workdir import factors_dir, model_dir, scores_dir
+from tests.influence.workdirs import write_corpus, write_factors
 
 pytestmark = pytest.mark.slow  # trains a model and fits factors (~20 s)
 FLOAT32 = 1e-6  # scores.npy is float32; the per-token and top-k values are float64
@@ -58,20 +53,13 @@ ARGS = ScoresArgs(
 def workdir(tmp_path_factory):
     """corpus/ (BPE tokenizer), models/tiny (trained), factors/tiny (EK-FAC)."""
     workdir = tmp_path_factory.mktemp("workdir")
-    tokenizer = train_bpe(TEXTS * 10, vocab_size=300)
-    records = [Record(doc_id=f"d{i}", source="web", text=t) for i, t in enumerate(TEXTS)]
-    corpus, _ = tokenize_corpus(records, tokenizer, TokenizeArgs(max_length=32))
-    save_corpus(corpus_dir(workdir), corpus)
-    save_tokenizer(tokenizer, tokenizer_path(workdir))
+    corpus, tokenizer = write_corpus(workdir, TEXTS, max_length=32)
     cfg = DecoderConfig(300, 16, 2, 2, 32, 32, param_dtype="float64")
     args = training.TrainArgs(steps=60, batch_size=4, warmup_steps=5, eval_every=60,
                               checkpoint_every=1000, held_out_fraction=0.0)  # fmt: skip
     mesh = make_mesh(devices=jax.devices()[:2])
     train_model("tiny", cfg, args, corpus, mesh, model_dir(workdir, "tiny"))
-    model = load_model(model_dir(workdir, "tiny"))
-    batches = [Batch.from_documents(corpus.tokens, corpus.lengths)]
-    factors = fit_factors(model, select_layers(model), batches, FactorArgs(), mesh)
-    save_factors(factors_dir(workdir, "tiny"), factors)
+    write_factors(workdir, "tiny", load_model(model_dir(workdir, "tiny")), corpus, mesh)
     return workdir, ModelInputs(model_dir(workdir, "tiny"), factors_dir(workdir, "tiny"), corpus,
                                 tokenizer, QUERIES)  # fmt: skip
 
