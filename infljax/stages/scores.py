@@ -228,8 +228,9 @@ def score_model(
     result, streamed = _assemble(out, args, pre)
     scored = None if pre is None else pre.scored
     extras = _breakdowns(
-        out, graphdef, state, plan, tokens, layers, factors, inputs, args, mesh, result, scored
-    )
+        out, graphdef, state, plan, tokens, layers, factors, inputs, args, mesh, result, scored,
+        placement,
+    )  # fmt: skip
     extras.update(progress, seconds=round(time.perf_counter() - started, 2))
     extras.update(prefilter_k=0 if pre is None else pre.k, documents_streamed=streamed)
     _write_meta(out, name, layers, choices, tokens, inputs.corpus, extras)
@@ -483,15 +484,16 @@ def _top_scored(scores: np.ndarray, scored: np.ndarray | None, k: int) -> np.nda
 
 
 def _breakdowns(
-    out, graphdef, state, plan, tokens, layers, factors, inputs, args, mesh, result, scored
-):
+    out, graphdef, state, plan, tokens, layers, factors, inputs, args, mesh, result, scored,
+    placement,
+):  # fmt: skip
     """Optional full-rank re-scoring of the top k and per-token scores of the top documents,
-    chosen among the `scored` entries ([Q, N] bool, None = all)."""
+    chosen among the `scored` entries ([Q, N] bool, None = all); `placement`: the state's."""
     extras = {}
     batch_size = args.scoring.batch_size
     if args.rescore_top_k and args.queries.rank:
         top = _top_scored(result.scores, scored, args.rescore_top_k)
-        score_fn = scoring.make_score_fn(graphdef, layers, mesh, placement=_placement(state))
+        score_fn = scoring.make_score_fn(graphdef, layers, mesh, placement=placement)
         rescored = []
         for start in range(0, tokens.num_queries, args.queries.batch_size):
             # One chunk of queries' full-rank gradients at a time: [chunk, d_out, d_in] per layer.
@@ -517,12 +519,6 @@ def _breakdowns(
         _label(records, tokens, inputs)
         write_json(out / "per_token.json", records)
     return extras
-
-
-def _placement(state) -> str:
-    """How `state` was placed (`score_model`): "fsdp" when any leaf is split."""
-    split = any(any(leaf.sharding.spec) for leaf in jax.tree.leaves(state))
-    return "fsdp" if split else "replicated"
 
 
 def _label(records: list[dict], tokens: QueryTokens, inputs: ModelInputs) -> None:
