@@ -77,7 +77,9 @@ def factors(smoke: bool) -> ConfigDict:
     """EK-FAC fitting (`infljax.curvature.FactorArgs` + `infljax.stages.factors.FitPlan`).
 
     batch_size must be divisible by the mesh's data axis; results do not depend on batch_size,
-    partitions or the number of devices (only on the rows fitted, the labels and the seed).
+    partitions, layer_groups or the number of devices (only on the rows fitted, the labels and
+    the seed). layer_groups > 1 runs both passes once per group of tracked layers, so a step
+    holds 1/layer_groups of the factor state (for models whose factors outgrow a device).
     """
     return ConfigDict(
         {
@@ -87,6 +89,8 @@ def factors(smoke: bool) -> ConfigDict:
             "batch_size": 8 if smoke else 64,
             "lambda_chunk": 0,  # sequences per per-sequence-gradient chunk; 0 = auto
             "partitions": 2 if smoke else 4,  # resume granularity
+            # contiguous groups of tracked layers, each fitted in its own passes (less memory)
+            "layer_groups": 1,
             "seed": 0,
         }
     )

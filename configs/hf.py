@@ -118,6 +118,7 @@ def factors(smoke: bool) -> ConfigDict:
             "batch_size": 8 if smoke else 32,
             "lambda_chunk": 8,
             "partitions": 2 if smoke else 16,
+            "layer_groups": 1,
             "seed": 0,
         }
     )

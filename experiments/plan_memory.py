@@ -6,14 +6,14 @@
         --dtype=float32 --devices=1 --device_gib=16 --stages=pretrain,covariance,scores
 
 For each stage it finds the first layout that fits (10% of the device kept free), trying in
-order: everything replicated; `config.mesh.params="fsdp"` (parameters and factors split over
-all devices at rest, gathered whole inside each step, the batch's statistics formed in full
-before they are reduce-scattered); layer-wise gathering (one block's weights and one layer's
-eigenbasis or query factors at a time, each device forming only its slice of the statistics,
-the query plan split too); then the tracked layers handled in 2, 4, 8, ... groups (one pass, or
-one query-gradient capture, per group). `*` marks what the pipeline does not do yet. It prints
-the largest batch per device that fits and the per-device breakdown there, or, when nothing
-fits, the breakdown at one sequence per device (queries: a chunk of one query).
+order: everything replicated; `config.mesh.params="fsdp"` (parameters, factors and the query
+plan split over all devices at rest; each step gathers one block's parameters and one layer's
+eigenbasis or query plan at a time, and forms one layer's batch statistics at a time); then the
+tracked layers handled in 2, 4, 8, ... groups (`config.factors.layer_groups`: one covariance
+and one lambda pass per group). `*` marks what the pipeline does not do yet (groups for the
+queries and scores stages). It prints the largest batch per device that fits and the
+per-device breakdown there, or, when nothing fits, the breakdown at one sequence per device
+(queries: a chunk of one query).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from absl import app, flags
 from infljax import planning
 from infljax.models.capture import DEFAULT_LAYERS
 from infljax.models.convert import ConvertArgs, decoder_config
+from infljax.stages.factors import layer_groups
 
 # c4ai-command-r-v01's config.json (CohereForAI/c4ai-command-r-v01 on the Hugging Face hub).
 SHAPES = {
@@ -51,6 +52,7 @@ SHAPES = {
 # The issue's two platforms: (label, devices, bytes per device).
 PAPER = (("TPU v5e-64 (16 GiB per chip)", 64, 16 * 2**30), ("8×H100 (80 GB each)", 8, 80 * 10**9))
 STAGES = ("covariance", "lambdas", "queries", "scores")
+GROUPED_STAGES = ("covariance", "lambdas")  # config.factors.layer_groups
 
 _SHAPE = flags.DEFINE_string("shape", "command-r-35b", f"A built-in shape: {sorted(SHAPES)}.")
 _HF_CONFIG = flags.DEFINE_string("hf_config", None, "A Hugging Face config.json (or its dir).")
@@ -77,27 +79,23 @@ class Choice:
     groups: int = 1
 
 
-def choices(devices: int, num_layers: int) -> list[Choice]:
+def choices(stage: str, devices: int, num_layers: int) -> list[Choice]:
     """The layouts to try, cheapest change first (see the module docstring)."""
     fsdp = planning.Layout(devices, param_shards=devices, factor_shards=devices)
-    layerwise = dataclasses.replace(fsdp, gather="layer")
-    out = [
-        Choice("replicated", planning.Layout(devices)),
-        Choice("fsdp", fsdp),
-        Choice("fsdp, layer-wise*", layerwise),
-    ]
+    out = [Choice("replicated", planning.Layout(devices)), Choice("fsdp", fsdp)]
+    star = "" if stage in GROUPED_STAGES else "*"
     groups = 2
     while groups < num_layers:
-        out.append(Choice(f"fsdp, layer-wise*, {groups} layer groups*", layerwise, groups))
+        out.append(Choice(f"fsdp, {groups} layer groups{star}", fsdp, groups))
         groups *= 2
-    return out + [Choice("fsdp, layer-wise*, one layer at a time*", layerwise, num_layers)]
+    return out + [Choice(f"fsdp, one layer at a time{star}", fsdp, num_layers)]
 
 
 def grouped(shapes: planning.ModelShapes, groups: int) -> planning.ModelShapes:
-    """The largest of `groups` contiguous groups of the tracked layers (one pass each)."""
-    paths = list(shapes.layers)
-    size = -(-len(paths) // groups)
-    return dataclasses.replace(shapes, layers={p: shapes.layers[p] for p in paths[:size]})
+    """The largest of `groups` contiguous groups of the tracked layers (one pass each), as the
+    factors stage forms them (`infljax.stages.factors.layer_groups`)."""
+    first = layer_groups(list(shapes.layers), groups)[0]  # the first groups are the largest
+    return dataclasses.replace(shapes, layers={p: shapes.layers[p] for p in first})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +110,7 @@ def plan_stage(stage, shapes, work, devices: int, device_bytes: int, headroom: f
     """The first choice under which `stage` fits, at its largest batch; else the last choice
     at one sequence per device."""
     cap = work.queries if stage == "queries" else 4096 * devices
-    for choice in choices(devices, len(shapes.layers)):
+    for choice in choices(stage, devices, len(shapes.layers)):
         group = grouped(shapes, choice.groups)
         args = (stage, group, work, choice.layout)
         try:

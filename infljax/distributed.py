@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -129,6 +130,34 @@ def reduce_over_data(tree, specs):
         return jax.lax.psum(x, "data")
 
     return jax.tree.map(reduce, tree, specs, is_leaf=lambda s: isinstance(s, PartitionSpec))
+
+
+def in_sequence(fn: Callable, inputs: dict) -> dict:
+    """{key: fn(key, value)} in the order of `inputs`, each value made to depend on the previous
+    result. Inside one jit XLA would otherwise run the independent steps side by side and hold
+    all their intermediates at once: every layer's gathered pieces, or every layer's batch
+    statistics before their reduce-scatter. Pass as values the small arguments each step
+    starts from (its pieces, the mask), not large activations: each is copied once."""
+    out, previous = {}, None
+    for key, value in inputs.items():
+        out[key] = previous = fn(key, value if previous is None else _after(value, previous))
+    return out
+
+
+def _after(value, previous):
+    """`value` unchanged, but computed only once `previous` is: plus a zero made from one of
+    its elements. (An optimization barrier says the same, but XLA:CPU's scheduler ignores it;
+    a data dependency binds every backend. A non-finite `previous` would turn it into NaN, as
+    the result it comes from is then already.)"""
+    first = jax.tree.leaves(previous)[0]
+    zero = jax.lax.stop_gradient(first.reshape(-1)[0]) * 0
+
+    def tie(x):
+        if x.dtype == bool:
+            return x | (zero != 0)
+        return x + zero.astype(x.dtype)
+
+    return jax.tree.map(tie, value)
 
 
 def on_mesh(tree, mesh: Mesh):

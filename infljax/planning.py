@@ -34,9 +34,9 @@ on most shapes).
 
 Sharding enters through `Layout`: the batch divides over ``data``; `param_shards` and
 `factor_shards` divide the parameters (with gradients and optimizer state) and the factor state
-at rest (``config.mesh.params="fsdp"``), and the step adds what it gathers: today everything
-whole (`Layout.gather="all"`), or one layer at a time ("layer", not built yet). Activations do
-not divide: every device runs the full model on its data shard.
+at rest (``config.mesh.params="fsdp"``), and the step adds what it gathers, one block's
+parameters and one layer's eigenbasis or query plan at a time. Activations do not divide: every
+device runs the full model on its data shard.
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ from infljax.models.capture import DEFAULT_LAYERS, layer_module, select_layers
 from infljax.models.decoder import Decoder, DecoderConfig
 
 STAGES = ("pretrain", "covariance", "lambdas", "queries", "scores")
-GATHERS = ("all", "layer")
 GiB = 2**30
 HEADROOM = 0.1  # fraction of device memory `largest_batch` leaves free (allocator, XLA slack)
 _F32 = 4
@@ -122,25 +121,19 @@ class Layout:
         over at rest: 1 = replicated; the data axis under ``config.mesh.params="fsdp"``.
       factor_shards: devices the factor state (sums, eigenbases, factors) is split over at rest:
         1 = replicated; the data axis under ``config.mesh.params="fsdp"``.
-      gather: how a step uses split arrays. "all", as the stages do today: every split
-        parameter and eigenbasis is gathered whole inside the step
-        (`infljax.distributed.gather`), each device forms the batch's statistics of every
-        layer in full before they are reduce-scattered, and the query plan stays replicated.
-        "layer" (not built yet): one block's weights and one layer's eigenbasis or query
-        factors gathered at a time, one layer's batch statistics formed and reduce-scattered at
-        a time, the query plan split like the factors.
+
+    A step gathers split arrays where it uses them: one block's parameters at a time (a scan
+    over the blocks, recomputed in the backward), one layer's eigenbasis, factors or query plan
+    at a time; it forms one layer's batch statistics at a time and reduce-scatters them.
     """
 
     data: int = 1
     param_shards: int = 1
     factor_shards: int = 1
-    gather: str = "all"
 
     def __post_init__(self):
         if min(self.data, self.param_shards, self.factor_shards) < 1:
             raise ValueError(f"Layout sizes must be positive, got {self}")
-        if self.gather not in GATHERS:
-            raise ValueError(f"Layout.gather={self.gather!r}; valid: {GATHERS}")
 
     @classmethod
     def of_mesh(cls, mesh: jax.sharding.Mesh, placement: str = "replicated") -> Layout:
@@ -149,10 +142,6 @@ class Layout:
         data = mesh.shape["data"]
         shards = data if placement == "fsdp" else 1
         return cls(data, shards, shards)
-
-    @property
-    def layerwise(self) -> bool:
-        return self.gather == "layer"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,8 +223,13 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-def activation_bytes_per_token(cfg: DecoderConfig, seq: int, weight_grads: bool = True) -> int:
+def activation_bytes_per_token(
+    cfg: DecoderConfig, seq: int, weight_grads: bool = True, blockwise: bool = False
+) -> int:
     """Bytes per token (of sequences of `seq` tokens) that a backward pass keeps, all blocks.
+
+    `blockwise` (split parameters: `capture` scans the blocks and recomputes each in the
+    backward): every block's input, and one block's internals.
 
     Counted per block in the model's dtype; XLA fuses the elementwise rest away.
 
@@ -260,6 +254,8 @@ def activation_bytes_per_token(cfg: DecoderConfig, seq: int, weight_grads: bool 
     else:
         pre_activations = cfg.d_ff * (1 if cfg.mlp == "gelu" else 2)
         block, outside = norm_inputs + qkv + heads * seq + pre_activations, 0
+    if blockwise:
+        block, outside = cfg.d_model, outside + block
     return (cfg.num_layers * block + outside) * jnp.dtype(cfg.param_dtype).itemsize
 
 
@@ -354,20 +350,29 @@ class _Parts:
 
     def _split(self, shards: int, total: int, layer: int) -> tuple[int, int]:
         """(kept, gathered) elements of an array of `total` elements split over `shards`
-        devices at rest: the step gathers the rest of it, or (layerwise) `layer` at a time."""
+        devices at rest; the step gathers `layer` of it at a time."""
         if shards == 1:
             return total, 0
         kept = total // shards
-        return kept, layer if self.layout.layerwise else total - kept
+        return kept, layer
 
     def _params(self, in_step: bool = True) -> Parts:
-        """Parameters at rest and, `in_step`, what the step gathers when they are split."""
+        """Parameters at rest and, `in_step`, what the step gathers when they are split:
+        layer-wise, one block and everything outside the blocks (embeddings, head), plus the
+        blocks' pieces stacked for the scan over blocks."""
         s = self.shapes
-        kept, gathered = self._split(self.layout.param_shards, s.params, s.block_params)
+        outside = s.params - s.cfg.num_layers * s.block_params
+        kept, gathered = self._split(self.layout.param_shards, s.params, s.block_params + outside)
+        stacked = kept if self._blockwise else 0
         return [
             ("parameters", kept * s.itemsize),
-            ("gathered", gathered * s.itemsize if in_step else 0),
+            ("gathered", (gathered + stacked) * s.itemsize if in_step else 0),
         ]
+
+    @property
+    def _blockwise(self) -> bool:
+        """Split parameters gathered block by block (`infljax.models.capture`)."""
+        return self.layout.param_shards > 1
 
     def _factor_state(self, name: str, total: int, layer: int) -> Part:
         """Factor state of `total` elements (`layer` for the largest layer): this device's
@@ -377,19 +382,17 @@ class _Parts:
 
     def _sums(self, total: int, layer: int) -> Parts:
         """A pass's sums (`total` elements, `layer` for the largest layer): the running ones and
-        this batch's. Split over devices, the batch's are formed in full on each device and
-        reduce-scattered into a second slice, or (layerwise) one layer's at a time."""
+        this batch's, formed one layer at a time (`infljax.distributed.in_sequence`). Split
+        over devices, each layer's are formed in full and reduce-scattered into a second slice.
+        """
         shards, itemsize = self.layout.factor_shards, self.shapes.stats_itemsize
-        if shards == 1:
-            running, batch = total, total
-        else:
-            running, batch = 2 * (total // shards), layer if self.layout.layerwise else total
-        return [("factor sums", running * itemsize), ("batch sums", batch * itemsize)]
+        running = total if shards == 1 else 2 * (total // shards)
+        return [("factor sums", running * itemsize), ("batch sums", layer * itemsize)]
 
     def _activations(self, weight_grads: bool = False, sampled: bool = False) -> Parts:
         """The activations kept for the backward pass, and the logits."""
         cfg, seq = self.shapes.cfg, self.work.seq
-        activations = activation_bytes_per_token(cfg, seq, weight_grads)
+        activations = activation_bytes_per_token(cfg, seq, weight_grads, self._blockwise)
         logits = logits_bytes_per_token(cfg, weight_grads, sampled)
         return [("activations", self._tokens * activations), ("logits", self._tokens * logits)]
 
@@ -491,11 +494,9 @@ class _Parts:
         return parts
 
     def _plan(self, per_layer: list[int]) -> int:
-        """Query-plan elements on a device: replicated, or (layerwise) split like the factors
-        with one layer's gathered."""
-        kept, gathered = sum(per_layer), 0
-        if self.layout.layerwise:
-            kept, gathered = self._split(self.layout.factor_shards, kept, max(per_layer))
+        """Query-plan elements on a device: replicated, or split like the factors with one
+        layer's gathered."""
+        kept, gathered = self._split(self.layout.factor_shards, sum(per_layer), max(per_layer))
         return kept + gathered
 
 
@@ -527,9 +528,9 @@ def _contraction_elements(
 
 
 def _contraction_live(per_layer: list[tuple[int, int]]) -> int:
-    """Every layer's intermediates (XLA computes each layer's `a`-side projections during the
-    forward, so they all wait for the backward) and one layer's factors laid out again."""
-    return sum(n for n, _ in per_layer) + max(r for _, r in per_layer)
+    """One layer's intermediates and its factors laid out again: the layers are contracted one
+    after the other (`infljax.distributed.in_sequence`)."""
+    return max(n + r for n, r in per_layer)
 
 
 def check_fits(memory: StageMemory, device_bytes: int | None, headroom: float = 0.0) -> None:
@@ -549,8 +550,8 @@ _SPLIT = "split parameters and factors over the devices (config.mesh.params='fsd
 _FEWER_LAYERS = "track fewer layers (config.factors.layers)"
 _ADVICE = {
     "parameters": f"{_SPLIT} or use bfloat16 parameters (config.param_dtype)",
-    "gathered": "use bfloat16 parameters; the step gathers the whole model (layer-wise "
-    "gathering is not built yet)",
+    "gathered": "use bfloat16 parameters or more devices: the step gathers one block, the "
+    "embeddings and a stacked copy of its pieces",
     "optimizer state": _SPLIT,
     "gradients": _SPLIT,
     "factor sums": f"{_SPLIT} or {_FEWER_LAYERS}",

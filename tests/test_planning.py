@@ -123,7 +123,7 @@ class Steps:
         plan, choices = make_plan(queries, args, self.cfg.max_length)
         fn = make_score_fn(graphdef, layers, self.mesh, placement=self.placement)
         batch = self._row_batch().batch
-        compiled = fn.lower(self._place(params), batch, replicate(plan, self.mesh), None)
+        compiled = fn.lower(self._place(params), batch, self._place(plan), None)
         return planning.compiled_bytes(compiled.compile()), choices
 
 
@@ -186,29 +186,30 @@ def test_scores_estimate_within_25_percent_of_xla(contraction, placement, mesh2)
     assert _within(memory.total, xla), (contraction, memory.lines(), xla)
 
 
-def test_fsdp_splits_parameters_and_factors_at_rest_and_the_step_gathers_them(mesh2):
+def test_fsdp_splits_parameters_and_factors_at_rest_and_the_step_gathers_a_layer(mesh2):
     shapes = planning.ModelShapes.from_config(SMALL)
     work = planning.Workload(seq=SMALL.max_length)
     layouts = {
         "replicated": planning.Layout.of_mesh(mesh2),
         "fsdp": planning.Layout.of_mesh(mesh2, "fsdp"),
-        "layerwise": planning.Layout(data=2, param_shards=2, factor_shards=2, gather="layer"),
     }
+    assert layouts["fsdp"] == planning.Layout(data=2, param_shards=2, factor_shards=2)
     parts = {
         name: dict(planning.estimate("lambdas", shapes, work, layout, BATCH).parts)
         for name, layout in layouts.items()
     }
     params = shapes.params * 4  # float32
-    square = sum(o * o + i * i + o + i for o, i in shapes.layers.values())
-    products = sum(o * i for o, i in shapes.layers.values())
-    assert parts["replicated"]["parameters"] == params and parts["replicated"]["gathered"] == 0
-    assert parts["fsdp"]["parameters"] == params // 2  # at rest; the step gathers the rest
-    assert parts["fsdp"]["parameters"] + parts["fsdp"]["gathered"] == params
-    assert parts["fsdp"]["eigenvectors"] == parts["replicated"]["eigenvectors"] == square * 4
-    assert parts["fsdp"]["batch sums"] == 2 * products * 4  # formed whole, then reduce-scattered
-    assert parts["layerwise"]["gathered"] == shapes.block_params * 4 < params // 2
+    outside = params - SMALL.num_layers * shapes.block_params * 4  # embeddings, final norm
+    square = [o * o + i * i + o + i for o, i in shapes.layers.values()]
     widest = max(2 * o * i for o, i in shapes.layers.values())
-    assert parts["layerwise"]["batch sums"] == widest * 4 < 2 * products * 4  # a layer at a time
+    assert parts["replicated"]["parameters"] == params and parts["replicated"]["gathered"] == 0
+    assert parts["fsdp"]["parameters"] == params // 2  # at rest
+    # the step: one block and what lies outside the blocks, plus the pieces stacked for the scan
+    assert parts["fsdp"]["gathered"] == shapes.block_params * 4 + outside + params // 2
+    assert parts["replicated"]["eigenvectors"] == sum(square) * 4
+    assert parts["fsdp"]["eigenvectors"] == (sum(square) // 2 + max(square)) * 4
+    for name in layouts:  # one layer's batch statistics at a time
+        assert parts[name]["batch sums"] == widest * 4
 
 
 def test_model_shapes_from_config_match_the_model():

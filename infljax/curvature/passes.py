@@ -38,6 +38,7 @@ from infljax.curvature.state import (
 from infljax.distributed import (
     gather,
     global_batch,
+    in_sequence,
     param_specs,
     place,
     reduce_over_data,
@@ -138,21 +139,26 @@ def _sample_key(fisher: str, seed: jax.Array, rows: jax.Array) -> jax.Array | No
 
 
 def _sharded_step(local: Callable, mesh: Mesh, placement: str, placed: tuple, sums) -> Callable:
-    """shard_map of `local(*placed, seed, row_batch) -> (new sums, counts)`, summed over data.
+    """shard_map of `local(specs, reduce, *placed, seed, row_batch) -> (sums, counts)`.
 
     The `placed` arguments (parameters, eigenbases) and the running `sums` are replicated or,
-    under ``fsdp``, split over data (`infljax.distributed.param_specs`): `local` receives the
-    placed arguments gathered, and each device keeps only its slice of the summed statistics
-    (a reduce-scatter instead of an all-reduce). The batch is split over data.
+    under ``fsdp``, split over data (`infljax.distributed.param_specs`): `local` receives this
+    device's pieces of the placed arguments and `specs`, their PartitionSpecs (None when
+    replicated), and gathers each piece where it is used. `reduce(path, new)` sums one layer's
+    batch statistics over data; split, each device keeps only its slice of the sum (a
+    reduce-scatter instead of an all-reduce). The batch is split over data.
     """
     specs = tuple(param_specs(x, mesh, placement) for x in placed)
     sum_specs = param_specs(sums, mesh, placement)
     in_specs = (*specs, P(), P("data"))
+    split = specs if placement == "fsdp" else None
+
+    def reduce(path: str, new):
+        return reduce_over_data(new, sum_specs[path])
 
     def body(*args):
-        full = [gather(x, s) for x, s in zip(args[: len(specs)], specs, strict=True)]
-        new, counts = local(*full, *args[len(specs) :])
-        return reduce_over_data(new, sum_specs), jax.lax.psum(counts, "data")
+        new, counts = local(split, reduce, *args)
+        return new, jax.lax.psum(counts, "data")
 
     return jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=(sum_specs, P()))
 
@@ -166,12 +172,16 @@ def covariance_step(
 ):
     """sums + this batch's Σ a aᵀ, Σ g gᵀ; and int32 [2] (tokens, sequences) of the batch."""
 
-    def local(params, seed, rb: RowBatch):
+    def local(specs, reduce, params, seed, rb: RowBatch):
         model = nnx.merge(graphdef, params)
-        _, io = capture(model, rb.batch, layers, sample_key=_sample_key(fisher, seed, rb.rows))
+        key = _sample_key(fisher, seed, rb.rows)
+        _, io = capture(model, rb.batch, layers, sample_key=key, specs=_first(specs))
         mask = rb.batch.mask
-        new = {p: statistics.covariance_sums(io[p], mask) for p in layers}
-        return new, statistics.batch_counts(mask)
+
+        def layer(path, mask):  # one layer's batch statistics at a time
+            return reduce(path, statistics.covariance_sums(io[path], mask))
+
+        return in_sequence(layer, dict.fromkeys(layers, mask)), statistics.batch_counts(mask)
 
     step = _sharded_step(local, mesh, placement, (params,), sums)
     new, counts = step(params, seed, row_batch)
@@ -195,16 +205,27 @@ def lambda_step(
 ):
     """sums + this batch's Σ (Q_Sᵀ G Q_A)², Σ G²; and int32 [2] (tokens, sequences)."""
 
-    def local(params, bases, seed, rb: RowBatch):
+    def local(specs, reduce, params, bases, seed, rb: RowBatch):
         model = nnx.merge(graphdef, params)
-        _, io = capture(model, rb.batch, layers, sample_key=_sample_key(fisher, seed, rb.rows))
+        key = _sample_key(fisher, seed, rb.rows)
+        _, io = capture(model, rb.batch, layers, sample_key=key, specs=_first(specs))
         mask = rb.batch.mask
-        new = {p: statistics.lambda_sums(io[p], mask, bases[p], chunk) for p in layers}
+
+        def layer(path, inputs):  # one layer's eigenbasis and batch statistics at a time
+            mask, basis = inputs
+            basis = basis if specs is None else gather(basis, specs[1][path])
+            return reduce(path, statistics.lambda_sums(io[path], mask, basis, chunk))
+
+        new = in_sequence(layer, {p: (mask, bases[p]) for p in layers})
         return new, statistics.batch_counts(mask)
 
     step = _sharded_step(local, mesh, placement, (params, bases), sums)
     new, counts = step(params, bases, seed, row_batch)
     return jax.tree.map(jnp.add, sums, new), counts
+
+
+def _first(specs: tuple | None):
+    return None if specs is None else specs[0]
 
 
 def with_rows(batches: Iterable[Batch | RowBatch]) -> Iterator[RowBatch]:

@@ -27,10 +27,10 @@ from infljax.data.corpus import TokenizedCorpus, read_rows
 from infljax.distributed import (
     gather,
     global_batch,
+    in_sequence,
     on_mesh,
     param_specs,
     process_rows,
-    replicate,
     to_host,
 )
 from infljax.influence import contraction
@@ -153,48 +153,56 @@ def make_score_fn(
 ) -> Callable[[nnx.State, Batch, Plan, Factors | None], BatchScores]:
     """A jitted `(state, batch, plan, factors) -> BatchScores`, the batch split over ``data``.
 
-    The plan is replicated; the state and the factors (used only for self-influence; may be
-    None) are replicated or FSDP-split (`placement`, `infljax.distributed.place`) and gathered
-    inside the step. All are passed as arguments, never baked into the compiled function as
-    constants.
+    The state, the plan and the factors (used only for self-influence; may be None) are
+    replicated or FSDP-split (`placement`, `infljax.distributed.place`): split, the step
+    gathers one block's parameters (`capture`) and one layer's plan and factors at a time. All
+    are passed as arguments, never baked into the compiled function as constants.
     """
+    split = placement == "fsdp"
 
-    def local(state, batch, plan, factors):
-        _, io = capture(nnx.merge(graphdef, state), batch, layers)
-        results = [contraction.layer_scores(io[p], plan[p]) for p in layers]
+    def local(specs, state, batch, plan, factors):
+        state_specs, plan_specs, factor_specs = specs if split else (None, None, None)
+        model = nnx.merge(graphdef, state)
+        _, io = capture(model, batch, layers, specs=state_specs)
+
+        def layer(path, layer_plan):  # one layer's (gathered) plan at a time
+            if plan_specs is not None:
+                layer_plan = gather(layer_plan, plan_specs[path])
+            return contraction.layer_scores(io[path], layer_plan)
+
+        results = in_sequence(layer, {p: plan[p] for p in layers}).values()
         per_layer = jnp.stack([scores for scores, _ in results])
         return BatchScores(
             scores=jnp.sum(per_layer, axis=0),
             per_layer=per_layer,
             sq_norms=sum(norms for _, norms in results),
-            self_influence=_self_influence(io, layers, self_influence, factors),
+            self_influence=_self_influence(io, layers, self_influence, factors, factor_specs),
         )
 
     out_specs = BatchScores(P(None, "data"), P(None, None, "data"), P("data"), P("data"))
 
     def step(state, batch, plan, factors):
-        specs = param_specs(state, mesh, placement)
-        factor_specs = param_specs(factors, mesh, placement)
-        in_specs = (specs, P("data"), P(), factor_specs)
-
-        def fn(state, batch, plan, factors):
-            return local(gather(state, specs), batch, plan, gather(factors, factor_specs))
-
-        return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)(
+        specs = tuple(param_specs(x, mesh, placement) for x in (state, plan, factors))
+        in_specs = (specs[0], P("data"), specs[1], specs[2])
+        body = functools.partial(local, specs)
+        return jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=out_specs)(
             state, batch, plan, factors
         )
 
     return jax.jit(step)
 
 
-def _self_influence(io, layers, how: SelfInfluence | None, factors) -> jax.Array:
-    """[B] Σ_layers ⟨IHVP(G_m), G_m⟩, or zeros when `how` is None."""
+def _self_influence(io, layers, how: SelfInfluence | None, factors, specs) -> jax.Array:
+    """[B] Σ_layers ⟨IHVP(G_m), G_m⟩, or zeros when `how` is None. `specs`: how the factors
+    are split (None: whole); one layer's are gathered at a time."""
     if how is None:
         return jnp.zeros(io[layers[0]].g.shape[:1], io[layers[0]].g.dtype)
     total = 0.0
     for path in layers:
         grads = contraction.sequence_grads(io[path])
         layer_factors = None if factors is None else factors[path]
+        if layer_factors is not None and specs is not None:
+            layer_factors = gather(layer_factors, specs[path])
         ihvp = precondition(how.strategy, layer_factors, grads, how.damping)
         total = total + jnp.sum(ihvp * grads, axis=(1, 2))
     return total
@@ -213,13 +221,13 @@ def score_documents(
 ) -> BatchScores:
     """Scores of corpus rows (a (start, stop) range or explicit indices), as host arrays.
 
-    `factors` feed self-influence only. A state or factors already on `mesh` (replicated or
-    FSDP-split, `infljax.distributed.place`) stay as they are; anything else is replicated.
+    `factors` feed self-influence only. A state, plan or factors already on `mesh` (replicated
+    or FSDP-split, `infljax.distributed.place`) stay as they are; anything else is replicated.
     `on_batch(num_documents)` is called after each batch (progress bars). Dispatch runs one
     batch ahead of the host copy so the device never waits for Python. With several processes
     each reads only its rows of every batch, and every process returns all the scores.
     """
-    state, factors, plan = on_mesh(state, mesh), on_mesh(factors, mesh), replicate(plan, mesh)
+    state, plan, factors = (on_mesh(x, mesh) for x in (state, plan, factors))
     parts, pending = [], None
     local = process_rows(batch_size, mesh)
     for valid, batch in document_batches(corpus, rows, batch_size, local):

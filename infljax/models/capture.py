@@ -14,7 +14,9 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import PartitionSpec
 
+from infljax.distributed import gather
 from infljax.models.losses import Batch, sample_targets, summed_nll
 from infljax.models.tracked import TrackedLinear
 
@@ -65,6 +67,7 @@ def capture(
     layers: Sequence[str],
     *,
     sample_key: jax.Array | None = None,
+    specs=None,
 ) -> tuple[jax.Array, dict[str, LayerIO]]:
     """Summed NLL of the batch and {layer_path: LayerIO} for the selected layers.
 
@@ -74,19 +77,130 @@ def capture(
     logits, not on the batch it sits in (what the curvature passes need to be invariant to batch
     size, partitions and devices). The loss is summed over sequences, so `g` of one sequence
     depends only on that sequence and per-sequence gradients are sums over its tokens.
+
+    `specs` (FSDP, inside `jax.shard_map`): the model holds only this device's pieces of its
+    parameters, split over ``data`` as the PartitionSpecs `specs` (a tree like
+    `nnx.state(model)`, `infljax.distributed.param_specs`) say. The forward then gathers one
+    block's parameters at a time (a scan over the blocks) and the backward gathers them again
+    (`jax.checkpoint`) instead of keeping them: a device holds its pieces, the embeddings and
+    one block's parameters, never the whole model. Same results.
     """
     graphdef, state = nnx.split(model)
-    _, perturbations = nnx.capture(nnx.merge(graphdef, state), nnx.Perturbation)(batch.inputs)
+    forward = _Whole(graphdef, state) if specs is None else _Blockwise(graphdef, state, specs)
+    perturbations = forward.perturbations(batch.inputs)
 
     def loss_fn(perturbations):
-        # A fresh module per trace level: nnx modules may not be mutated across JAX traces.
-        fresh = nnx.merge(graphdef, state)
-        logits, inputs = nnx.capture(fresh, nnx.Intermediate, init=perturbations)(batch.inputs)
+        logits, inputs = forward(perturbations, batch.inputs)
         targets = None if sample_key is None else _sample(sample_key, logits)
         return summed_nll(logits, batch, targets), inputs
 
     (loss, inputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(perturbations)
+    inputs, grads = forward.unstack(inputs), forward.unstack(grads)
     return loss, {path: _layer_io(model, inputs, grads, path) for path in layers}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Whole:
+    """The forward of a model that holds all its parameters."""
+
+    graphdef: nnx.GraphDef
+    state: nnx.State
+
+    def perturbations(self, tokens: jax.Array) -> nnx.State:
+        """The zero perturbation `g` of every tracked layer (read back as the gradients)."""
+        model = nnx.merge(self.graphdef, self.state)
+        return nnx.capture(model, nnx.Perturbation)(tokens)[1]
+
+    def __call__(self, perturbations: nnx.State, tokens: jax.Array):
+        """(logits, the tracked layers' inputs); a fresh module per trace level (nnx modules
+        may not be mutated across JAX traces)."""
+        model = nnx.merge(self.graphdef, self.state)
+        return nnx.capture(model, nnx.Intermediate, init=perturbations)(tokens)
+
+    def unstack(self, tree):
+        return tree
+
+
+@dataclasses.dataclass(frozen=True)
+class _Blockwise:
+    """The forward of a decoder whose parameters are split over ``data`` (see `capture`).
+
+    The blocks run in a `jax.lax.scan` over their stacked pieces: each iteration gathers one
+    block, and `jax.checkpoint` makes the backward gather it again instead of keeping it. The
+    loop is what bounds the memory: inside one straight-line program XLA may start every
+    block's gather at once. Every block of a decoder has the same shapes, hence the same specs.
+    """
+
+    graphdef: nnx.GraphDef
+    state: nnx.State  # this device's pieces
+    specs: nnx.State  # how they are split
+
+    @property
+    def _num_blocks(self) -> int:
+        return len(self.state["blocks"])
+
+    def _model(self) -> nnx.Module:
+        """The model with every parameter outside the blocks gathered (embeddings, final norm,
+        head); the blocks keep their pieces (the scan gathers them)."""
+        top = {k: v if k == "blocks" else gather(v, self.specs[k]) for k, v in self.state.items()}
+        return nnx.merge(self.graphdef, nnx.State(top))
+
+    def _stacked(self, tree):
+        """Per-block trees stacked along a leading block axis."""
+        blocks = [tree["blocks"][i] for i in range(self._num_blocks)]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)
+
+    def perturbations(self, tokens: jax.Array) -> nnx.State:
+        """Every block's perturbations, stacked [blocks, B, T, d]."""
+        whole = jax.tree.map(_whole_shape, self.state, self.specs, is_leaf=_is_array)
+        probe = lambda state: _Whole(self.graphdef, state).perturbations(tokens)  # noqa: E731
+        zeros = jax.tree.map(lambda s: _zeros_like_batch(s, tokens), jax.eval_shape(probe, whole))
+        return self._stacked(zeros)
+
+    def __call__(self, perturbations: nnx.State, tokens: jax.Array):
+        model = self._model()
+        block_def, specs = nnx.graphdef(model.blocks[0]), self.specs["blocks"][0]
+
+        def block(x, inputs):
+            pieces, perturbations = inputs
+            module = nnx.merge(block_def, gather(pieces, specs))
+            return nnx.capture(module, nnx.Intermediate, init=perturbations)(x)
+
+        x = model.embed_tokens(tokens)
+        step = jax.checkpoint(block, prevent_cse=False)  # the scan already keeps them apart
+        x, inputs = jax.lax.scan(step, x, (self._stacked(self.state), perturbations))
+        return model.unembed(x), inputs
+
+    def unstack(self, tree) -> dict:
+        """A stacked per-block tree as the model's nesting ({"blocks": {i: ...}})."""
+        return {"blocks": {i: _index(tree, i) for i in range(self._num_blocks)}}
+
+
+def _index(tree, i: int):
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+def _whole_shape(piece: jax.Array, spec: PartitionSpec) -> jax.ShapeDtypeStruct:
+    """The shape of a parameter whose `piece` this device holds under `spec` (inside
+    `jax.shard_map`: the axis names are bound, so their sizes can be read)."""
+    shape = [
+        n if name is None else n * jax.lax.axis_size(name)
+        for n, name in zip(piece.shape, tuple(spec) + (None,) * piece.ndim, strict=False)
+    ]
+    return jax.ShapeDtypeStruct(tuple(shape), piece.dtype)
+
+
+def _zeros_like_batch(like: jax.ShapeDtypeStruct, tokens: jax.Array) -> jax.Array:
+    """Zeros [B, T, d] made from `tokens` [B, T]: inside `jax.shard_map` they vary over the
+    devices as the batch does (constant zeros would count as the same on every device, and
+    their gradient `g` would come back summed over the devices)."""
+    if like.shape[:2] != tokens.shape:
+        raise ValueError(f"a tracked layer's output {like.shape} is not [B, T, d] {tokens.shape}")
+    return jnp.broadcast_to(jnp.zeros_like(tokens, like.dtype)[..., None], like.shape)
+
+
+def _is_array(x) -> bool:
+    return isinstance(x, jax.Array)
 
 
 def _sample(key: jax.Array, logits: jax.Array) -> jax.Array:

@@ -380,14 +380,23 @@ class Decoder(nnx.Module):
         )
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
+        x = self.embed_tokens(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self.unembed(x)
+
+    def embed_tokens(self, tokens: jax.Array) -> jax.Array:
+        """Token ids [B, T] -> the first block's input [B, T, d_model]."""
         t = tokens.shape[1]
         if t > self.cfg.max_length:
             raise ValueError(f"sequence length {t} exceeds max_length {self.cfg.max_length}")
         x = self.embed[...][tokens]
         if self.pos_embed is not None:
             x = x + self.pos_embed[...][:t][None]
-        for block in self.blocks:
-            x = block(x)
+        return x
+
+    def unembed(self, x: jax.Array) -> jax.Array:
+        """The last block's output [B, T, d_model] -> logits [B, T, vocab]."""
         x = self.ln_f(x)
         head = self.embed[...].T if self.lm_head is None else self.lm_head[...]
         logits = x @ head.astype(x.dtype)

@@ -2,14 +2,27 @@
 
 Per model ``<workdir>/factors/<name>/`` holds ``args.json`` (stage arguments), ``arrays/`` +
 ``factors.json`` (the fitted factors; `infljax.curvature.load_factors` reads them), ``fit.json``
-(counts, time) and, while fitting, ``covariance/part_*`` and ``lambdas/part_*``: the partial sums
-of each data partition, so an interrupted fit resumes from its last completed partition (they are
-removed once the factors are complete).
+(counts, layer groups, time) and, while fitting, the partial sums of each data partition, so an
+interrupted fit resumes from its last completed partition (they are removed once the factors are
+complete).
+
+The tracked layers are fitted in `FitPlan.layer_groups` contiguous groups (`layer_groups`): each
+group has its own covariance pass, eigendecomposition and lambda pass over the same rows, which
+capture only the group's layers, so a step holds one group's factor state. A layer's sums do not
+depend on which layers share its pass, so the factors do not depend on the grouping, and the
+grouping is left out of the stage's arguments: like the batch size it may change on resume. The
+partial sums therefore lie in directories named by the layers they hold, never by a group's
+index: ``covariance/part_*`` and ``lambdas/part_*`` with one group (every layer; the layout of
+fits made before groups existed), ``covariance/group_<hash>/part_*`` and
+``lambdas/group_<hash>/part_*`` with several, <hash> being 8 hex digits of the SHA-256 of the
+group's layer paths, which the directory's ``layers.json`` lists. A fit resumed with another
+grouping reuses the sums of the groups it shares with the old one and recomputes the others.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 import time
@@ -60,6 +73,7 @@ from infljax.pipeline import stage, write_json
 from infljax.workdir import corpus_dir, factors_dir, model_dir
 
 PARTS_COVARIANCE, PARTS_LAMBDAS = "covariance", "lambdas"
+GROUP_LAYERS_FILE = "layers.json"  # a group's layer paths, beside its partition sums
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +85,10 @@ class FitPlan:
       batch_size: sequences per step over all devices (divisible by the mesh's data axis).
       partitions: contiguous parts of the rows; each part's sums are saved when it completes,
         so an interrupted fit resumes at the next part. Results do not depend on it.
+      layer_groups: contiguous groups of the tracked layers fitted one after the other, each
+        with both passes over all the rows, so a step holds one group's factor state (sums,
+        eigenbases, captured `a` and `g`); at most the number of tracked layers
+        (`layer_groups`). Results do not depend on it.
       placement: the parameters replicated or FSDP-split over the mesh (config.mesh.params;
         `infljax.distributed.place`). Results do not depend on it.
     """
@@ -78,14 +96,27 @@ class FitPlan:
     num_documents: int = 0
     batch_size: int = 64
     partitions: int = 4
+    layer_groups: int = 1
     placement: str = "replicated"
 
     def __post_init__(self):
         if self.num_documents < 0:
             raise ValueError(f"FitPlan.num_documents must be >= 0, got {self.num_documents}")
-        for name in ("batch_size", "partitions"):
+        for name in ("batch_size", "partitions", "layer_groups"):
             if getattr(self, name) < 1:
                 raise ValueError(f"FitPlan.{name} must be positive, got {getattr(self, name)}")
+
+
+def layer_groups(layers: Sequence[str], groups: int) -> list[tuple[str, ...]]:
+    """`layers` cut into `groups` contiguous groups, in order, whose sizes differ by at most one
+    (the first ones larger, as `np.array_split` cuts)."""
+    if not 1 <= groups <= len(layers):
+        raise ValueError(
+            f"{groups} layer groups for {len(layers)} tracked layers: the number of groups must "
+            f"be between 1 (all in one pass) and {len(layers)} (one layer per group)"
+        )
+    cuts = np.array_split(np.arange(len(layers)), groups)
+    return [tuple(layers[i] for i in cut) for cut in cuts]
 
 
 def plan_rows(num_rows: int, plan: FitPlan, seed: int) -> np.ndarray:
@@ -127,6 +158,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
         num_documents=section.num_documents,
         batch_size=section.batch_size,
         partitions=section.partitions,
+        layer_groups=section.layer_groups,
         placement=mesh_args.params,
     )
     corpus = load_corpus(corpus_dir(workdir))
@@ -180,16 +212,19 @@ def fit_model_factors(
 ) -> bool:
     """Fit and save the factors of `layers`; resume from `out`'s completed partitions.
 
-    `stop_after` returns after that many newly computed partitions (time-sliced jobs, resume
-    tests). Returns True when the factors are complete.
+    `stop_after` returns after that many newly computed partitions, counted over both passes of
+    every layer group (time-sliced jobs, resume tests). Returns True when the factors are
+    complete.
     """
     out = Path(out)
+    groups = layer_groups(layers, plan.layer_groups)
     record = {
         "model": model_record or {},
         "corpus": {"documents": corpus.num_documents, "tokens": corpus.num_tokens},
         "layers": list(layers),
-        # batch_size and lambda_chunk are left out: results do not depend on them, so a fit may
-        # resume with others (e.g. on other hardware).
+        # batch_size, lambda_chunk and layer_groups are left out: results do not depend on them,
+        # so a fit may resume with others (e.g. on other hardware; the partial sums are stored
+        # by the layers they hold, see the module docstring).
         "factors": {"fisher": args.fisher, "seed": args.seed},
         "plan": {"num_documents": plan.num_documents, "partitions": plan.partitions},
     }
@@ -200,7 +235,7 @@ def fit_model_factors(
     _check_batch(plan, mesh)
     _report_memory(name, model, layers, plan, args, mesh, corpus.max_length)
     t0 = time.perf_counter()
-    fit = _Fit(name, model, tuple(layers), corpus, plan, args, mesh, out, _Budget(stop_after))
+    fit = _Fit(name, model, tuple(groups), corpus, plan, args, mesh, out, _Budget(stop_after))
     factors = fit.run()
     if factors is None:
         return False
@@ -212,12 +247,19 @@ def fit_model_factors(
             "tokens": counts.tokens,
             "sequences": counts.sequences,
             "layers": list(layers),
+            "layer_groups": plan.layer_groups,
             "seconds_last_run": round(time.perf_counter() - t0, 1),
         },
     )
     finish_stage(out)
     on_main(_remove_partials, out)
-    logging.info("factors %s: %d layers on %d sequences", name, len(layers), counts.sequences)
+    logging.info(
+        "factors %s: %d layers in %d groups on %d sequences",
+        name,
+        len(layers),
+        len(groups),
+        counts.sequences,
+    )
     return True
 
 
@@ -238,11 +280,12 @@ class _Budget:
 
 @dataclasses.dataclass
 class _Fit:
-    """The partitioned two-pass fit of one model (the stage's loop; the math is in curvature)."""
+    """The partitioned two-pass fit of one model, group by group (the stage's loop; the math is
+    in curvature)."""
 
     name: str
     model: nnx.Module
-    layers: tuple[str, ...]
+    groups: tuple[tuple[str, ...], ...]
     corpus: TokenizedCorpus
     plan: FitPlan
     args: FactorArgs
@@ -252,38 +295,54 @@ class _Fit:
     counts: Counts | None = None
 
     def run(self) -> Factors | None:
-        """The factors, or None when the budget ran out first."""
+        """The factors of every group's layers, in order, or None when the budget ran out."""
         rows = plan_rows(self.corpus.num_documents, self.plan, self.args.seed)
         parts = np.array_split(rows, self.plan.partitions)
-        shapes = layer_shapes(self.model, self.layers)
-        dtype = factor_dtype(self.model, self.layers)
-        cov = self._partitions(PARTS_COVARIANCE, parts, zero_covariance(shapes, dtype), None)
+        factors: Factors = {}
+        for group in range(len(self.groups)):
+            fitted = self._fit_group(group, parts)
+            if fitted is None:
+                return None
+            factors |= fitted
+        return factors
+
+    def _fit_group(self, group: int, parts: list[np.ndarray]) -> Factors | None:
+        """One group's covariance pass, eigendecomposition and lambda pass."""
+        cov = self._partitions(group, parts, None)
         if cov is None:
             return None
         bases = eigendecompose(cov)
-        lam = self._partitions(PARTS_LAMBDAS, parts, zero_lambdas(shapes, dtype), bases)
+        lam = self._partitions(group, parts, bases)
         if lam is None:
             return None
-        self.counts = cov.counts
+        self.counts = cov.counts  # the same rows in every group: the same counts
         return build_factors(cov, bases, lam)
 
-    def _compute(self, rows: np.ndarray, bases, progress) -> Statistics:
+    def _compute(self, layers, rows: np.ndarray, bases, progress) -> Statistics:
         local = process_rows(self.plan.batch_size, self.mesh)
         batches = row_batches(self.corpus, rows, self.plan.batch_size, local, progress)
         common = dict(batches=batches, args=self.args, mesh=self.mesh, progress=None)
         common["placement"] = self.plan.placement
         if bases is None:
-            return covariance_pass(self.model, self.layers, **common)
-        return lambda_pass(self.model, self.layers, bases, **common)
+            return covariance_pass(self.model, layers, **common)
+        return lambda_pass(self.model, layers, bases, **common)
 
-    def _partitions(self, kind: str, parts, like: dict, bases) -> Statistics | None:
-        """Merged statistics of every partition, computing those not yet on disk."""
-        paths = [self.out / kind / f"part_{i:05d}" for i in range(len(parts))]
+    def _partitions(self, group: int, parts, bases) -> Statistics | None:
+        """One pass of `group` (covariance without `bases`, lambdas with them): the merged
+        statistics of every partition, computing those not yet on disk."""
+        layers = self.groups[group]
+        kind = PARTS_COVARIANCE if bases is None else PARTS_LAMBDAS
+        shapes, dtype = layer_shapes(self.model, layers), factor_dtype(self.model, layers)
+        like = zero_covariance(shapes, dtype) if bases is None else zero_lambdas(shapes, dtype)
+        directory = _partials_dir(self.out, kind, layers, len(self.groups))
+        paths = [directory / f"part_{i:05d}" for i in range(len(parts))]
         stored = on_main(_stored, paths)  # decided once, by process 0
         done = sum(len(r) for r, here in zip(parts, stored, strict=True) if here)
         total = sum(len(r) for r in parts)
         results = []
         desc = f"{kind} {self.name}"
+        if len(self.groups) > 1:
+            desc += f" [group {group + 1}/{len(self.groups)}]"
         bar = tqdm(total=total, initial=done, desc=desc, mininterval=2.0, disable=not is_main())
         with bar:
             for rows, path, here in zip(parts, paths, stored, strict=True):
@@ -292,10 +351,21 @@ class _Fit:
                     continue
                 if not self.budget.take():
                     return None
-                results.append(self._compute(rows, bases, bar.update))
+                results.append(self._compute(layers, rows, bases, bar.update))
                 path.parent.mkdir(parents=True, exist_ok=True)
+                if len(self.groups) > 1:
+                    write_json(directory / GROUP_LAYERS_FILE, list(layers))
                 save_statistics(path, results[-1])
         return merge_all(results)
+
+
+def _partials_dir(out: Path, kind: str, layers: Sequence[str], groups: int) -> Path:
+    """Where a group's partition sums of `kind` lie: ``<out>/<kind>`` when one group holds every
+    layer, else ``<out>/<kind>/group_<8 hex digits of the SHA-256 of the layers' paths>``."""
+    if groups == 1:
+        return out / kind
+    digest = hashlib.sha256("\n".join(layers).encode()).hexdigest()[:8]
+    return out / kind / f"group_{digest}"
 
 
 def _stored(paths: list[Path]) -> list[bool]:
@@ -318,14 +388,50 @@ def _check_batch(plan: FitPlan, mesh: jax.sharding.Mesh) -> None:
 
 
 def _report_memory(name, model, layers, plan, args, mesh, length) -> None:
-    """Log both passes' per-device estimates (DESIGN §7b, `infljax.planning`); refuse, with the
-    numbers, a plan that cannot fit the device (not checked where the backend does not say how
-    much memory it has, e.g. CPU)."""
+    """Log both passes' per-device estimates for the layer group that needs the most (DESIGN
+    §7b, `infljax.planning`); refuse, with the numbers, a plan that cannot fit the device (not
+    checked where the backend does not say how much memory it has, e.g. CPU), naming the batch
+    size or the number of layer groups that would fit."""
     shapes = planning.ModelShapes.of(model, layers)
     work = planning.Workload(seq=length, lambda_chunk=args.chunk_for(mesh), fisher=args.fisher)
     layout = planning.Layout.of_mesh(mesh, plan.placement)
     device = planning.device_memory_bytes()
+    groups = plan.layer_groups
     for fit_pass in ("covariance", "lambdas"):
-        memory = planning.estimate(fit_pass, shapes, work, layout, plan.batch_size)
-        logging.info("factors %s: %s", name, memory.summary())
-        planning.check_stage(memory, shapes, work, layout, device, "config.factors.batch_size")
+        group, memory = _largest_group(fit_pass, shapes, groups, work, layout, plan.batch_size)
+        of_groups = f" (the largest of {groups} layer groups)" if groups > 1 else ""
+        logging.info("factors %s: %s%s", name, memory.summary(), of_groups)
+        try:
+            planning.check_stage(memory, group, work, layout, device, "config.factors.batch_size")
+        except planning.PlanError as error:
+            more = _groups_that_fit(fit_pass, shapes, plan, work, layout, device)
+            raise planning.PlanError(f"{error}{more}") from None
+
+
+def _largest_group(
+    fit_pass: str,
+    shapes: planning.ModelShapes,
+    groups: int,
+    work: planning.Workload,
+    layout: planning.Layout,
+    batch: int,
+) -> tuple[planning.ModelShapes, planning.StageMemory]:
+    """(shapes, estimate) of the layer group whose `fit_pass` needs the most memory."""
+    estimates = []
+    for layers in layer_groups(list(shapes.layers), groups):
+        group = dataclasses.replace(shapes, layers={p: shapes.layers[p] for p in layers})
+        estimates.append((group, planning.estimate(fit_pass, group, work, layout, batch)))
+    return max(estimates, key=lambda estimate: estimate[1].total)
+
+
+def _groups_that_fit(fit_pass, shapes, plan, work, layout, device) -> str:
+    """'; or config.factors.layer_groups=G fits ...' with the fewest groups beyond the plan's
+    whose largest fits the device at the plan's batch size, or '' when none does."""
+    for groups in range(plan.layer_groups + 1, len(shapes.layers) + 1):
+        _, memory = _largest_group(fit_pass, shapes, groups, work, layout, plan.batch_size)
+        if memory.total <= (1 - planning.HEADROOM) * device:
+            return (
+                f"; or config.factors.layer_groups={groups} fits at batch {plan.batch_size} "
+                f"with {planning.HEADROOM:.0%} headroom"
+            )
+    return ""

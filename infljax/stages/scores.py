@@ -218,6 +218,7 @@ def score_model(
     )
     score_fn = scoring.make_score_fn(graphdef, layers, mesh, self_influence, placement)
     factors = None if factors is None else place(factors, mesh, placement)
+    plan = place(plan, mesh, placement)
     pre = _prefilter(name, inputs, args, tokens)
     parts = _partitions(inputs.corpus.num_documents, args.scoring.partitions, pre)
     progress = _score_partitions(

@@ -1,32 +1,36 @@
-"""The factors stage on a tiny workdir: fit, skip, refuse, partitions and resume-after-interrupt.
+"""The factors stage on a tiny workdir: fit, skip, refuse, partitions, layer groups and
+resume-after-interrupt.
 
 Factors written by the stage equal the in-memory reference fit (batches of 6 on one device) to
-1e-10 relative, whatever the partitioning and however often the fit was interrupted.
+1e-10 relative, whatever the partitioning and layer grouping and however often the fit was
+interrupted.
 """
 
 import dataclasses
+import json
 
 import jax
 import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
+from infljax import planning
 from infljax.checkpoints import StageConflict, is_complete
 from infljax.curvature import load_factors
 from infljax.data.corpus import load_corpus, save_corpus
 from infljax.distributed import make_mesh
 from infljax.models.io import load_model, save_model
 from infljax.pipeline import run_stages
-from infljax.stages.factors import FitPlan, fit_model_factors
+from infljax.stages.factors import FitPlan, _report_memory, fit_model_factors, layer_groups
 from infljax.workdir import corpus_dir, factors_dir, model_dir
 
-from .conftest import ARGS
+from .conftest import ARGS, CFG
 
 RTOL = 1e-10
 AUTO = dataclasses.replace(ARGS, lambda_chunk=0)
 
 
-def config(partitions: int, seed: int = ARGS.seed) -> ConfigDict:
+def config(partitions: int, seed: int = ARGS.seed, layer_groups: int = 1) -> ConfigDict:
     return ConfigDict(
         {
             "stages": ("factors",),
@@ -40,6 +44,7 @@ def config(partitions: int, seed: int = ARGS.seed) -> ConfigDict:
                 "batch_size": 16,
                 "lambda_chunk": 0,  # automatic, like the 8-device fit in test_fit.py
                 "partitions": partitions,
+                "layer_groups": layer_groups,
                 "seed": seed,
             },
         }
@@ -87,3 +92,131 @@ def test_interrupted_partitioned_fit_resumes_to_the_same_factors(workdir, factor
     assert fit(None) and is_complete(out)
     assert_equal_factors(load_factors(out), factors)
     assert len(jax.devices()) == 8
+
+
+def fit_plan(partitions: int = 2, groups: int = 1) -> FitPlan:
+    return FitPlan(num_documents=0, batch_size=16, partitions=partitions, layer_groups=groups)
+
+
+def stored_parts(out, kind: str) -> dict[tuple[str, ...], list[str]]:
+    """{a group's layers: its stored partitions} of one pass's partial sums in `out`."""
+    found = {}
+    for group in (out / kind).glob("group_*"):
+        layers = tuple(json.loads((group / "layers.json").read_text()))
+        found[layers] = sorted(p.stem for p in group.glob("part_*.json"))
+    return found
+
+
+def test_layer_groups_are_contiguous_balanced_and_bounded():
+    assert layer_groups(list("abcdefg"), 3) == [("a", "b", "c"), ("d", "e"), ("f", "g")]
+    assert layer_groups(("a", "b"), 1) == [("a", "b")]
+    assert layer_groups(("a", "b"), 2) == [("a",), ("b",)]
+    with pytest.raises(ValueError, match=r"3 layer groups for 2 tracked layers.* and 2 \("):
+        layer_groups(("a", "b"), 3)
+    with pytest.raises(ValueError, match="0 layer groups for 2 tracked layers"):
+        layer_groups(("a", "b"), 0)
+    with pytest.raises(ValueError, match="FitPlan.layer_groups must be positive, got 0"):
+        FitPlan(layer_groups=0)
+
+
+@pytest.mark.parametrize("groups", [2, 3])
+def test_layer_groups_fit_the_same_factors(workdir, factors, layers, groups):
+    """Each group's passes form its layers' sums over the same rows as one pass over every layer
+    (a layer's sums involve no other layer), so the factors agree to RTOL with one group and
+    with the reference. (On one mesh they come out bitwise equal; the tolerance is asserted.)"""
+    model, corpus = load_model(model_dir(workdir, "tiny")), load_corpus(corpus_dir(workdir))
+    fitted = {}
+    for g in (1, groups):
+        out = workdir / f"groups_{g}"
+        assert fit_model_factors(
+            "tiny", model, layers, corpus, fit_plan(2, g), AUTO, make_mesh(), out
+        )
+        fitted[g] = load_factors(out)
+        assert json.loads((out / "fit.json").read_text())["layer_groups"] == g
+        assert not (out / "covariance").exists() and not (out / "lambdas").exists()
+    assert list(fitted[groups]) == list(layers)
+    assert_equal_factors(fitted[groups], fitted[1])
+    assert_equal_factors(fitted[groups], factors)
+
+
+def test_stage_reads_layer_groups_and_may_resume_with_others(workdir, factors):
+    run_stages(config(partitions=1, layer_groups=2), workdir, only=["factors"])
+    out = factors_dir(workdir, "tiny")
+    assert json.loads((out / "fit.json").read_text())["layer_groups"] == 2
+    assert_equal_factors(load_factors(out), factors)
+    # not a stage argument (results do not depend on it): up to date, not a conflict
+    run_stages(config(partitions=1, layer_groups=1), workdir, only=["factors"])
+
+
+def test_interrupted_grouped_fit_resumes_also_with_another_grouping(workdir, factors, layers):
+    """Partial sums are kept per group of layers: a fit resumes at its next (group, partition),
+    and a resumed fit with other groups reuses only the groups it shares (here layers 0-1)."""
+    model, corpus = load_model(model_dir(workdir, "tiny")), load_corpus(corpus_dir(workdir))
+    out = factors_dir(workdir, "tiny")
+    fit = lambda groups, stop: fit_model_factors(  # noqa: E731
+        "tiny", model, layers, corpus, fit_plan(2, groups), AUTO, make_mesh(), out, stop_after=stop
+    )
+    both = ["part_00000", "part_00001"]
+    first, second = layers[:2], layers[2:]  # the 2 groups of the 4 layers
+    assert not fit(2, 3)  # group 1: covariance partitions 0, 1, lambdas 0
+    assert stored_parts(out, "covariance") == {first: both}
+    assert stored_parts(out, "lambdas") == {first: ["part_00000"]}
+    assert not fit(2, 2)  # group 1: lambdas 1; group 2: covariance 0
+    assert stored_parts(out, "covariance") == {first: both, second: ["part_00000"]}
+    assert stored_parts(out, "lambdas") == {first: both}
+    # 3 groups: layers 0-1 (all on disk), 2, 3. Four partitions complete layer 2's group.
+    assert not fit(3, 4)
+    assert (
+        stored_parts(out, "covariance")
+        == {
+            first: both,
+            second: ["part_00000"],  # left over from 2 groups, unused by 3
+            layers[2:3]: both,
+        }
+    )
+    assert stored_parts(out, "lambdas") == {first: both, layers[2:3]: both}
+    assert fit(3, None) and is_complete(out)
+    assert_equal_factors(load_factors(out), factors)
+    assert not (out / "covariance").exists() and not (out / "lambdas").exists()
+
+
+def test_more_layer_groups_than_layers_are_refused_before_fitting(workdir, layers):
+    model, corpus = load_model(model_dir(workdir, "tiny")), load_corpus(corpus_dir(workdir))
+    out = factors_dir(workdir, "tiny")
+    with pytest.raises(ValueError, match="5 layer groups for 4 tracked layers"):
+        fit_model_factors("tiny", model, layers, corpus, fit_plan(2, 5), AUTO, make_mesh(), out)
+    assert not out.exists()
+
+
+def test_memory_refusal_names_the_layer_groups_that_fit(monkeypatch, trained_model, layers):
+    """The plan is checked for its largest layer group; a refusal names the fewest groups that
+    fit at the same batch (one sequence per device: no smaller batch exists), or none when even
+    one layer per group does not fit."""
+    mesh, length, args = make_mesh(), CFG.max_length, dataclasses.replace(ARGS, lambda_chunk=1)
+    work = planning.Workload(seq=length, lambda_chunk=1, fisher=args.fisher)
+    layout = planning.Layout.of_mesh(mesh)
+
+    def needs(fit_pass, group):
+        shapes = planning.ModelShapes.of(trained_model, group)
+        return planning.estimate(fit_pass, shapes, work, layout, 8).total
+
+    def report(groups, device):
+        monkeypatch.setattr(planning, "device_memory_bytes", lambda: device)
+        plan = FitPlan(batch_size=8, layer_groups=groups)
+        _report_memory("tiny", trained_model, layers, plan, args, mesh, length)
+
+    device = needs("lambdas", layers) - 1  # every layer in one group does not fit
+    assert needs("covariance", layers) <= device  # the covariance pass does
+    assert needs("lambdas", layers[:2]) <= (1 - planning.HEADROOM) * device  # half the layers do
+    with pytest.raises(planning.PlanError) as error:
+        report(1, device)
+    message = str(error.value)
+    assert message.startswith("lambdas: needs") and message.endswith(
+        "; or config.factors.layer_groups=2 fits at batch 8 with 10% headroom"
+    )
+    report(2, device)
+    device = min(needs("covariance", [p]) for p in layers) - 1  # no single layer fits
+    with pytest.raises(planning.PlanError) as error:
+        report(1, device)
+    message = str(error.value)
+    assert message.startswith("covariance: needs") and "layer_groups" not in message
