@@ -166,6 +166,7 @@ def scores(smoke: bool) -> ConfigDict:
             "oversample": 8,
             "power_iterations": 2,
             "query_batch_size": 16,
+            "query_layer_groups": 1,  # prepare the query gradients in groups of tracked layers
             "batch_size": 8 if smoke else 32,
             "contraction": "auto",
             "max_dense_plan_gib": 4.0,

@@ -10,10 +10,10 @@ order: everything replicated; `config.mesh.params="fsdp"` (parameters, factors a
 plan split over all devices at rest; each step gathers one block's parameters and one layer's
 eigenbasis or query plan at a time, and forms one layer's batch statistics at a time); then the
 tracked layers handled in 2, 4, 8, ... groups (`config.factors.layer_groups`: one covariance
-and one lambda pass per group). `*` marks what the pipeline does not do yet (groups for the
-queries and scores stages). It prints the largest batch per device that fits and the
-per-device breakdown there, or, when nothing fits, the breakdown at one sequence per device
-(queries: a chunk of one query).
+and one lambda pass per group; `config.scores.query_layer_groups`: one capture of the queries
+per group). `*` marks what the pipeline does not do yet (groups for the scores stage). It
+prints the largest batch per device that fits and the per-device breakdown there, or, when
+nothing fits, the breakdown at one sequence per device (queries: a chunk of one query).
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ from pathlib import Path
 from absl import app, flags
 
 from infljax import planning
-from infljax.models.capture import DEFAULT_LAYERS
+from infljax.models.capture import DEFAULT_LAYERS, layer_groups
 from infljax.models.convert import ConvertArgs, decoder_config
-from infljax.stages.factors import layer_groups
 
 # c4ai-command-r-v01's config.json (CohereForAI/c4ai-command-r-v01 on the Hugging Face hub).
 SHAPES = {
@@ -52,7 +51,8 @@ SHAPES = {
 # The issue's two platforms: (label, devices, bytes per device).
 PAPER = (("TPU v5e-64 (16 GiB per chip)", 64, 16 * 2**30), ("8×H100 (80 GB each)", 8, 80 * 10**9))
 STAGES = ("covariance", "lambdas", "queries", "scores")
-GROUPED_STAGES = ("covariance", "lambdas")  # config.factors.layer_groups
+# config.factors.layer_groups (covariance, lambdas) and config.scores.query_layer_groups
+GROUPED_STAGES = ("covariance", "lambdas", "queries")
 
 _SHAPE = flags.DEFINE_string("shape", "command-r-35b", f"A built-in shape: {sorted(SHAPES)}.")
 _HF_CONFIG = flags.DEFINE_string("hf_config", None, "A Hugging Face config.json (or its dir).")
@@ -134,7 +134,7 @@ def print_table(title: str, rows: list[Row], device_bytes: int) -> None:
         batch = str(m.batch if m.stage == "queries" else m.local_batch)
         batch = batch if row.fits else f"does not fit at {batch}"
         print(
-            f"| {m.name} | {row.choice} | {batch} | {planning.format_bytes(m.total)} | {listed} |"
+            f"| {m.stage} | {row.choice} | {batch} | {planning.format_bytes(m.total)} | {listed} |"
         )
 
 

@@ -140,11 +140,11 @@ def in_sequence(fn: Callable, inputs: dict) -> dict:
     starts from (its pieces, the mask), not large activations: each is copied once."""
     out, previous = {}, None
     for key, value in inputs.items():
-        out[key] = previous = fn(key, value if previous is None else _after(value, previous))
+        out[key] = previous = fn(key, value if previous is None else after(value, previous))
     return out
 
 
-def _after(value, previous):
+def after(value, previous):
     """`value` unchanged, but computed only once `previous` is: plus a zero made from one of
     its elements. (An optimization barrier says the same, but XLA:CPU's scheduler ignores it;
     a data dependency binds every backend. A non-finite `previous` would turn it into NaN, as
@@ -265,9 +265,31 @@ def _check_same_on_all_processes(values: list[np.ndarray]) -> None:
     digest = hashlib.blake2b(digest_size=16)
     for value in values:
         digest.update(str((value.shape, value.dtype)).encode())
-        digest.update(np.ascontiguousarray(value).tobytes())
+        digest.update(fingerprint(value).tobytes())
     multihost_utils.assert_equal(
         np.frombuffer(digest.digest(), np.uint8),
         "values to be replicated differ between processes (each process must compute the same "
         "parameters, eigenbases and query gradients; are the hosts' software or inputs equal?)",
     )
+
+
+FINGERPRINT_CHUNKS = 64
+
+
+def fingerprint(value: np.ndarray) -> np.ndarray:
+    """[2, FINGERPRINT_CHUNKS + 1] uint64: the wrapping sum and the xor of the value's bytes,
+    read as 64-bit words, in each of FINGERPRINT_CHUNKS contiguous chunks (and the last, partial
+    word). One pass at memory speed
+    (a cryptographic hash of a 7B float32 model takes minutes); any change of one word changes
+    its chunk's sum, and moving values between chunks (a transpose) changes the chunks."""
+    raw = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
+    whole = raw.size // 8 * 8
+    tail = np.zeros(8, np.uint8)
+    tail[: raw.size - whole] = raw[whole:]
+    chunks = [
+        *np.array_split(raw[:whole].view(np.uint64), FINGERPRINT_CHUNKS),
+        tail.view(np.uint64),
+    ]
+    sums = [np.add.reduce(c, dtype=np.uint64) if c.size else 0 for c in chunks]
+    xors = [np.bitwise_xor.reduce(c) if c.size else 0 for c in chunks]
+    return np.array([sums, xors], np.uint64)

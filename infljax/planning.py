@@ -15,9 +15,8 @@ step that dominates its pipeline stage:
 pretrain    one AdamW step (`infljax.training.make_train_step`)
 covariance  one covariance-pass step (`infljax.curvature.passes.covariance_step`)
 lambdas     one lambda-pass step (`infljax.curvature.passes.lambda_step`)
-queries     one chunk of queries (the batch): the capture step (`query_grads.make_query_grads_fn`)
-            or, when larger, the preconditioning and SVD that follow, layer by layer on one
-            device (`query_grads.prepare_queries`); `StageMemory.phase` says which
+queries     one chunk of queries (the batch): capture, preconditioning and SVD, layer by layer
+            (`infljax.influence.query_grads.make_query_plan_fn`)
 scores      one scoring step (`infljax.influence.scoring.make_score_fn`)
 ==========  ==================================================================================
 
@@ -122,8 +121,8 @@ class Layout:
       factor_shards: devices the factor state (sums, eigenbases, factors) is split over at rest:
         1 = replicated; the data axis under ``config.mesh.params="fsdp"``.
 
-    A step gathers split arrays where it uses them: one block's parameters at a time (a scan
-    over the blocks, recomputed in the backward), one layer's eigenbasis, factors or query plan
+    A step gathers split arrays where it uses them: one block's parameters at a time (again
+    in the backward, which recomputes the block), one layer's eigenbasis, factors or query plan
     at a time; it forms one layer's batch statistics at a time and reduce-scatters them.
     """
 
@@ -176,29 +175,22 @@ class Workload:
 
 @dataclasses.dataclass(frozen=True)
 class StageMemory:
-    """One stage's per-device bytes: `parts` ((name, bytes), ...) sum to `total`. `phase` names
-    the largest phase of a stage that has several (queries: "capture", "gradients",
-    "preconditioning")."""
+    """One stage's per-device bytes: `parts` ((name, bytes), ...) sum to `total`."""
 
     stage: str
     batch: int
     local_batch: int
     parts: tuple[tuple[str, int], ...]
-    phase: str = ""
 
     @property
     def total(self) -> int:
         return sum(n for _, n in self.parts)
 
-    @property
-    def name(self) -> str:
-        return f"{self.stage} ({self.phase})" if self.phase else self.stage
-
     def summary(self) -> str:
         """One line: the total, the batch and every non-zero part."""
         parts = ", ".join(f"{name} {format_bytes(n)}" for name, n in self.parts if n)
         return (
-            f"{self.name}: needs {format_bytes(self.total)} per device at batch {self.batch} "
+            f"{self.stage}: needs {format_bytes(self.total)} per device at batch {self.batch} "
             f"({self.local_batch} per device) ({parts})"
         )
 
@@ -228,7 +220,7 @@ def activation_bytes_per_token(
 ) -> int:
     """Bytes per token (of sequences of `seq` tokens) that a backward pass keeps, all blocks.
 
-    `blockwise` (split parameters: `capture` scans the blocks and recomputes each in the
+    `blockwise` (split parameters: `capture` gathers block by block and recomputes each in the
     backward): every block's input, and one block's internals.
 
     Counted per block in the model's dtype; XLA fuses the elementwise rest away.
@@ -307,21 +299,16 @@ def estimate(
     layout: Layout,
     batch: int,
     choices: dict[str, str] | None = None,
-    phase: str | None = None,
 ) -> StageMemory:
     """Per-device bytes of `stage` at global `batch` (queries: the query chunk).
 
     `choices` ({layer: "dense" | "lowrank"}, scores only) overrides the contraction the
-    planner would pick (the scores stage passes its own plan's). `phase` (queries only) asks for
-    that phase instead of the largest.
+    planner would pick (the scores stage passes its own plan's).
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; valid: {STAGES}")
     local = -(-batch // layout.data)
     parts = _Parts(shapes, work, layout, batch, local)
-    if stage == "queries":
-        phase, found = parts.queries(phase)
-        return StageMemory(stage, batch, local, tuple(found), phase)
     if stage == "scores":
         found = parts.scores(choices or plan_choices(shapes, work, batch))
     else:
@@ -357,16 +344,14 @@ class _Parts:
         return kept, layer
 
     def _params(self, in_step: bool = True) -> Parts:
-        """Parameters at rest and, `in_step`, what the step gathers when they are split:
-        layer-wise, one block and everything outside the blocks (embeddings, head), plus the
-        blocks' pieces stacked for the scan over blocks."""
+        """Parameters at rest and, `in_step`, what the step gathers when they are split: one
+        block and everything outside the blocks (embeddings, final norm, head)."""
         s = self.shapes
         outside = s.params - s.cfg.num_layers * s.block_params
         kept, gathered = self._split(self.layout.param_shards, s.params, s.block_params + outside)
-        stacked = kept if self._blockwise else 0
         return [
             ("parameters", kept * s.itemsize),
-            ("gathered", (gathered + stacked) * s.itemsize if in_step else 0),
+            ("gathered", gathered * s.itemsize if in_step else 0),
         ]
 
     @property
@@ -440,41 +425,38 @@ class _Parts:
             + [self._captured(itemsize, in_flight=2), ("lambda chunk", 2 * chunk * itemsize)]
         )
 
-    def queries(self, phase: str | None = None) -> tuple[str, Parts]:
-        """(phase, parts): beside the parameters, the largest of the three phases (or `phase`):
-        the capture's forward and backward, the per-sequence gradients [B, d_out, d_in] of
-        every layer it writes as the backward frees the activations, the preconditioning."""
-        s = self.shapes
-        o, i = max(s.layers.values(), key=lambda oi: oi[0] * oi[1])
-        products = sum(o * i for o, i in s.layers.values())
-        phases = {
-            "capture": self._activations() + [self._captured(s.itemsize)],
-            "gradients": [
-                ("query gradients", self.local * products * s.itemsize),
-                ("captured a, g", self._tokens * (o + i) * s.itemsize),
-            ],
-            "preconditioning": self._preconditioning(),
-        }
-        if phase is None:
-            phase = max(phases, key=lambda p: sum(n for _, n in phases[p]))
-        return phase, self._params(in_step=phase != "preconditioning") + phases[phase]
-
-    def _preconditioning(self) -> Parts:
-        """On one device, layer by layer: every layer's preconditioned gradients of the whole
-        chunk, with one layer's input gradients, factors and SVD in flight."""
-        s, chunk = self.shapes, self.batch
-        products = sum(o * i for o, i in s.layers.values())
-        o, i = max(s.layers.values(), key=lambda oi: oi[0] * oi[1])
-        return [
-            ("preconditioned", chunk * products * s.stats_itemsize),
-            ("layer gradients", chunk * o * i * s.stats_itemsize),
-            ("layer factors", (o * o + i * i + o * i) * s.stats_itemsize),
-            ("svd", chunk * _svd_elements(self.work, o, i) * s.stats_itemsize),
+    def queries(self) -> Parts:
+        """One chunk of queries (`query_grads.make_query_plan_fn`): the capture's forward and
+        backward, then one layer at a time its per-sequence gradients [local, d_out, d_in]
+        (plain and preconditioned) and their SVD, with that layer's factors; every layer's
+        result (factorised, or dense at rank 0). The capture's activations are freed before
+        the layers' work starts, so only the larger of the two counts. EK-FAC factors:
+        eigenbases, Λ, diagonal."""
+        s, w, local = self.shapes, self.work, self.local
+        layers = s.layers.values()
+        o, i = max(layers, key=lambda oi: oi[0] * oi[1])
+        factors = [o * o + i * i + 2 * o * i for o, i in layers]
+        per_query = sum(o * i if w.rank == 0 else min(w.rank, o, i) * (o + i) for o, i in layers)
+        itemsize = s.stats_itemsize
+        layer_work = [
+            ("layer gradients", 2 * local * o * i * itemsize),
+            ("svd", local * _svd_elements(w, o, i) * itemsize),
         ]
+        capture = self._activations()
+        larger = max(capture, layer_work, key=lambda parts: sum(n for _, n in parts))
+        return (
+            self._params()
+            + larger
+            + [
+                self._captured(s.itemsize),
+                self._factor_state("factors", sum(factors), max(factors)),
+                ("query factors", local * per_query * itemsize),
+            ]
+        )
 
     def scores(self, choices: dict[str, str]) -> Parts:
         """The query plan; `a`, `g` in the model's dtype; the contractions' intermediates
-        (`_contraction_live`); with self-influence the factors and G_m's IHVP; the outputs
+        (`_contraction`); with self-influence the factors and G_m's IHVP; the outputs
         (scores, per-layer scores, norms)."""
         s, w, local = self.shapes, self.work, self.local
         layers = s.layers.items()
@@ -483,7 +465,7 @@ class _Parts:
         parts = self._model() + [
             ("query plan", self._plan(plan) * s.stats_itemsize),
             self._captured(s.itemsize),
-            ("contraction", _contraction_live(contraction) * s.stats_itemsize),
+            ("contraction", self._contraction(contraction) * s.stats_itemsize),
             ("outputs", ((len(s.layers) + 1) * w.queries + 2) * local * _F32),
         ]
         if w.self_influence:
@@ -492,6 +474,13 @@ class _Parts:
             parts += [self._factor_state("factors", sum(factors), max(factors))]
             parts += [("self-influence", ihvp)]
         return parts
+
+    def _contraction(self, per_layer: list[tuple[int, int]]) -> int:
+        """One layer's intermediates and its query factors laid out again (for a split plan,
+        the gathered layer counted in the plan is that copy): the layers are contracted one
+        after the other (`infljax.distributed.in_sequence`)."""
+        relaid = self.layout.factor_shards == 1
+        return max(n + (r if relaid else 0) for n, r in per_layer)
 
     def _plan(self, per_layer: list[int]) -> int:
         """Query-plan elements on a device: replicated, or split like the factors with one
@@ -527,12 +516,6 @@ def _contraction_elements(
     return local * work.seq * (2 * work.queries * rank + work.seq), relaid
 
 
-def _contraction_live(per_layer: list[tuple[int, int]]) -> int:
-    """One layer's intermediates and its factors laid out again: the layers are contracted one
-    after the other (`infljax.distributed.in_sequence`)."""
-    return max(n + r for n, r in per_layer)
-
-
 def check_fits(memory: StageMemory, device_bytes: int | None, headroom: float = 0.0) -> None:
     """Raise `PlanError` with the numbers when `memory` exceeds (1 - headroom) of the device's
     bytes; None (a backend that does not say, e.g. CPU) checks nothing."""
@@ -550,8 +533,7 @@ _SPLIT = "split parameters and factors over the devices (config.mesh.params='fsd
 _FEWER_LAYERS = "track fewer layers (config.factors.layers)"
 _ADVICE = {
     "parameters": f"{_SPLIT} or use bfloat16 parameters (config.param_dtype)",
-    "gathered": "use bfloat16 parameters or more devices: the step gathers one block, the "
-    "embeddings and a stacked copy of its pieces",
+    "gathered": "use bfloat16 parameters: the step gathers one block and the embeddings",
     "optimizer state": _SPLIT,
     "gradients": _SPLIT,
     "factor sums": f"{_SPLIT} or {_FEWER_LAYERS}",

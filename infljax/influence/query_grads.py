@@ -11,18 +11,28 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
 from infljax.curvature import DampingArgs, Factors, precondition
-from infljax.distributed import shard_batch, to_host
+from infljax.distributed import (
+    gather,
+    in_sequence,
+    on_mesh,
+    param_specs,
+    place,
+    shard_batch,
+    to_host,
+)
 from infljax.influence.measurement import QueryTokens, completion_batch
-from infljax.models.capture import capture
+from infljax.models.capture import capture, layer_groups
 from infljax.models.losses import Batch
 
 SVD_METHODS = ("exact", "randomized")
@@ -81,6 +91,9 @@ class QueryArgs:
       oversample, power_iterations: randomized SVD only.
       batch_size: queries per capture call (padded with empty rows to a fixed shape).
       seed: randomized SVD only.
+      layer_groups: the tracked layers are prepared in this many contiguous groups, one
+        capture of the queries per group, with only that group's factors on the devices
+        (`prepare_queries`). Results do not depend on it.
     """
 
     rank: int = 32
@@ -89,6 +102,7 @@ class QueryArgs:
     power_iterations: int = 2
     batch_size: int = 16
     seed: int = 0
+    layer_groups: int = 1
 
     def __post_init__(self):
         if self.svd not in SVD_METHODS:
@@ -96,8 +110,8 @@ class QueryArgs:
         for name in ("rank", "oversample", "power_iterations"):
             if getattr(self, name) < 0:
                 raise ValueError(f"QueryArgs.{name} must be >= 0, got {getattr(self, name)}")
-        if self.batch_size < 1:
-            raise ValueError(f"QueryArgs.batch_size must be >= 1, got {self.batch_size}")
+        if min(self.batch_size, self.layer_groups) < 1:
+            raise ValueError(f"QueryArgs.batch_size and layer_groups must be >= 1: {self}")
 
 
 @functools.lru_cache(maxsize=32)
@@ -161,42 +175,103 @@ def compress(
 ) -> dict[str, LayerQueries]:
     """Dense (rank 0) or rank-r factors of each layer's preconditioned query gradients.
 
-    The randomized SVD's sketch of layer i is seeded by (seed, i, offset): `offset` is the index
-    of the first query, so chunks of queries get their own sketches.
+    `offset`: the index of the first query (it seeds each query's randomized sketch,
+    `query_keys`).
     """
     if args.rank == 0:
         return {p: DenseQueries(jnp.asarray(g)) for p, g in grads.items()}
     out = {}
-    for i, (path, g) in enumerate(grads.items()):
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(args.seed), i), offset)
-        out[path] = factorise(jnp.asarray(g), args, key)
+    for path, g in grads.items():
+        rows = offset + jnp.arange(g.shape[0])
+        out[path] = factorise(jnp.asarray(g), args, query_keys(args.seed, path, rows))
     return out
 
 
-def factorise(grads: jax.Array, args: QueryArgs, key: jax.Array) -> LowRankQueries:
-    """grads [Q, d_out, d_in] -> rank-min(r, d_out, d_in) factors (exact or randomized SVD)."""
+def query_keys(seed: int, path: str, rows: jax.Array) -> jax.Array:
+    """Keys [Q] of the randomized SVD: query `row` of layer `path` uses
+    fold_in(fold_in(key(seed), crc32(path)), row), whatever chunk, device or group of layers
+    computes it."""
+    base = jax.random.fold_in(jax.random.key(seed), zlib.crc32(path.encode()) & 0x7FFFFFFF)
+    return jax.vmap(lambda row: jax.random.fold_in(base, row))(jnp.maximum(rows, 0))
+
+
+def factorise(grads: jax.Array, args: QueryArgs, keys: jax.Array) -> LowRankQueries:
+    """grads [Q, d_out, d_in] -> rank-min(r, d_out, d_in) factors (exact SVD, or randomized
+    with one key per query, `query_keys`)."""
     rank = min(args.rank, *grads.shape[1:])
     if args.svd == "exact" or rank == min(grads.shape[1:]):
         u, s, vt = jnp.linalg.svd(grads, full_matrices=False)
     else:
-        u, s, vt = _randomized_svd(grads, rank + args.oversample, args.power_iterations, key)
+        sketch = functools.partial(
+            _randomized_svd, width=rank + args.oversample, power_iterations=args.power_iterations
+        )
+        u, s, vt = jax.vmap(sketch)(grads, keys)
     left = u[..., :rank] * s[:, None, :rank]
     return LowRankQueries(left=left, right=jnp.swapaxes(vt[:, :rank, :], 1, 2))
 
 
-def _randomized_svd(m: jax.Array, width: int, power_iterations: int, key: jax.Array):
-    """Batched randomized SVD of m [Q, d_out, d_in] with a sketch of `width` columns."""
-    width = min(width, *m.shape[1:])
-    omega = jax.random.normal(key, (m.shape[0], m.shape[2], width), m.dtype)
+def _randomized_svd(m: jax.Array, key: jax.Array, width: int, power_iterations: int):
+    """Randomized SVD of one m [d_out, d_in] with a sketch of `width` columns."""
+    width = min(width, *m.shape)
+    omega = jax.random.normal(key, (m.shape[1], width), m.dtype)
     basis, _ = jnp.linalg.qr(m @ omega)
     for _ in range(power_iterations):  # sharpen the spectrum; QR keeps it well conditioned
-        basis, _ = jnp.linalg.qr(m @ jnp.linalg.qr(jnp.swapaxes(m, 1, 2) @ basis)[0])
-    u_small, s, vt = jnp.linalg.svd(jnp.swapaxes(basis, 1, 2) @ m, full_matrices=False)
+        basis, _ = jnp.linalg.qr(m @ jnp.linalg.qr(m.T @ basis)[0])
+    u_small, s, vt = jnp.linalg.svd(basis.T @ m, full_matrices=False)
     return basis @ u_small, s, vt
 
 
+@functools.lru_cache(maxsize=32)
+def make_query_plan_fn(
+    graphdef: nnx.GraphDef,
+    layers: tuple[str, ...],
+    mesh: jax.sharding.Mesh,
+    strategy: str,
+    damping: DampingArgs,
+    args: QueryArgs,
+    placement: str = "replicated",
+) -> Callable:
+    """A jitted `(state, batch, rows, factors) -> {layer: LayerQueries}` of every row of the
+    batch: capture, then per layer the per-sequence gradient, its preconditioning and its
+    factorisation (dense when `args.rank` is 0), all in one step and one layer at a time
+    (`infljax.distributed.in_sequence`), so only one layer's dense gradients exist at once.
+
+    The batch and `rows` (each row's query index, seeding its randomized sketch) are split over
+    ``data``: each device prepares its own queries. The state and the factors are replicated or
+    FSDP-split (`placement`), gathered a block (`capture`) or a layer at a time.
+    """
+    split = placement == "fsdp"
+
+    def local(specs, state, batch, rows, factors):
+        state_specs, factor_specs = specs if split else (None, None)
+        _, io = capture(nnx.merge(graphdef, state), batch, layers, specs=state_specs)
+
+        def layer(path, inputs):
+            g, layer_factors = inputs
+            if factor_specs is not None and layer_factors is not None:
+                layer_factors = gather(layer_factors, factor_specs[path])
+            grads = jnp.einsum("bto,bti->boi", g, io[path].a)
+            pre = precondition(strategy, layer_factors, grads, damping)
+            if args.rank == 0:
+                return DenseQueries(pre)
+            return factorise(pre, args, query_keys(args.seed, path, rows))
+
+        factors = dict.fromkeys(layers) if factors is None else factors
+        return in_sequence(layer, {p: (io[p].g, factors[p]) for p in layers})
+
+    def step(state, batch, rows, factors):
+        specs = tuple(param_specs(x, mesh, placement) for x in (state, factors))
+        in_specs = (specs[0], P("data"), P("data"), specs[1])
+        body = functools.partial(local, specs)
+        fn = jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=P("data"))
+        return fn(state, batch, rows, factors)
+
+    return jax.jit(step)
+
+
 def prepare_queries(
-    grads_fn: Callable,
+    graphdef: nnx.GraphDef,
+    layers: Sequence[str],
     state: nnx.State,
     queries: QueryTokens,
     args: QueryArgs,
@@ -204,20 +279,41 @@ def prepare_queries(
     strategy: str,
     factors: Factors | None = None,
     damping: DampingArgs | None = None,
+    placement: str = "replicated",
 ) -> dict[str, LayerQueries]:
-    """Gradients, preconditioning and compression, `args.batch_size` queries at a time, so the
-    dense [Q, d_out, d_in] gradients of all queries never exist at once (unless rank 0).
+    """Preconditioned, compressed query gradients (host arrays), `args.batch_size` queries at a
+    time (rounded up to a multiple of the data axis) through `make_query_plan_fn`: the dense
+    [Q, d_out, d_in] gradients of every layer never exist at once (unless rank 0). The layers
+    go in `args.layer_groups` groups; each group's factors are placed on `mesh` as `placement`
+    says only while its queries are prepared (factors already placed stay as they are).
 
-    Equals `compress(precondition_queries(query_gradients(...)), args)`: every query is
-    factorised on its own.
+    Equals `compress(precondition_queries(query_gradients(...)), args)`. A state already on
+    `mesh` (`infljax.distributed.place`) stays as it is; otherwise it is replicated.
     """
+    damping = DampingArgs() if damping is None else damping
+    state = on_mesh(state, mesh)
+    out = {}
+    for group in layer_groups(list(layers), args.layer_groups):
+        plan_fn = make_query_plan_fn(graphdef, group, mesh, strategy, damping, args, placement)
+        placed = None if factors is None else place({p: factors[p] for p in group}, mesh, placement)
+        out.update(_prepare_group(plan_fn, state, queries, placed, mesh, args.batch_size))
+    return out
+
+
+def _prepare_group(plan_fn, state, queries: QueryTokens, factors, mesh, batch_size: int):
+    size = -(-batch_size // mesh.shape["data"]) * mesh.shape["data"]
     parts = []
-    for start in range(0, queries.num_queries, args.batch_size):
-        chunk = queries.select(slice(start, start + args.batch_size))
-        grads = query_gradients(grads_fn, state, chunk, args.batch_size, mesh)
-        pre = precondition_queries(grads, strategy, factors, damping)
-        parts.append(jax.device_get(compress(pre, args, offset=start)))
+    for start in range(0, queries.num_queries, size):
+        rows = np.arange(start, min(start + size, queries.num_queries))
+        ids = np.concatenate([rows, np.full(size - len(rows), -1)]).astype(np.int32)
+        batch = shard_batch((_padded(queries, rows, size), ids), mesh)
+        out = to_host(plan_fn(state, *batch, factors))
+        parts.append(_first_rows(out, len(rows)))
     return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+
+
+def _first_rows(tree, n: int):
+    return jax.tree.map(lambda x: x[:n], tree)
 
 
 def save_queries(path: str | Path, queries: dict[str, LayerQueries]) -> None:

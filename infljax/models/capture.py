@@ -8,15 +8,17 @@ leave the device (DESIGN §6). Layers are selected by regexes over module paths 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec
 
-from infljax.distributed import gather
+from infljax.distributed import after, gather
 from infljax.models.losses import Batch, sample_targets, summed_nll
 from infljax.models.tracked import TrackedLinear
 
@@ -54,6 +56,18 @@ def select_layers(model: nnx.Module, patterns: Sequence[str] = DEFAULT_LAYERS) -
     return chosen
 
 
+def layer_groups(layers: Sequence[str], groups: int) -> list[tuple[str, ...]]:
+    """`layers` cut into `groups` contiguous groups, in order, whose sizes differ by at most one
+    (the first ones larger, as `np.array_split` cuts)."""
+    if not 1 <= groups <= len(layers):
+        raise ValueError(
+            f"{groups} layer groups for {len(layers)} tracked layers: the number of groups must "
+            f"be between 1 (all at once) and {len(layers)} (one layer per group)"
+        )
+    cuts = np.array_split(np.arange(len(layers)), groups)
+    return [tuple(layers[i] for i in cut) for cut in cuts]
+
+
 def layer_module(model: nnx.Module, path: str) -> TrackedLinear:
     for p, module in nnx.iter_modules(model):
         if ".".join(str(x) for x in p) == path:
@@ -81,9 +95,9 @@ def capture(
     `specs` (FSDP, inside `jax.shard_map`): the model holds only this device's pieces of its
     parameters, split over ``data`` as the PartitionSpecs `specs` (a tree like
     `nnx.state(model)`, `infljax.distributed.param_specs`) say. The forward then gathers one
-    block's parameters at a time (a scan over the blocks) and the backward gathers them again
-    (`jax.checkpoint`) instead of keeping them: a device holds its pieces, the embeddings and
-    one block's parameters, never the whole model. Same results.
+    block's parameters at a time, just before the block runs, and the backward gathers them
+    again (recomputing the block) instead of keeping them: a device holds its pieces, the
+    embeddings and one block's parameters, never the whole model. Same results.
     """
     graphdef, state = nnx.split(model)
     forward = _Whole(graphdef, state) if specs is None else _Blockwise(graphdef, state, specs)
@@ -95,7 +109,6 @@ def capture(
         return summed_nll(logits, batch, targets), inputs
 
     (loss, inputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(perturbations)
-    inputs, grads = forward.unstack(inputs), forward.unstack(grads)
     return loss, {path: _layer_io(model, inputs, grads, path) for path in layers}
 
 
@@ -117,67 +130,64 @@ class _Whole:
         model = nnx.merge(self.graphdef, self.state)
         return nnx.capture(model, nnx.Intermediate, init=perturbations)(tokens)
 
-    def unstack(self, tree):
-        return tree
-
 
 @dataclasses.dataclass(frozen=True)
 class _Blockwise:
     """The forward of a decoder whose parameters are split over ``data`` (see `capture`).
 
-    The blocks run in a `jax.lax.scan` over their stacked pieces: each iteration gathers one
-    block, and `jax.checkpoint` makes the backward gather it again instead of keeping it. The
-    loop is what bounds the memory: inside one straight-line program XLA may start every
-    block's gather at once. Every block of a decoder has the same shapes, hence the same specs.
+    Block i's parameters are gathered from its pieces only once its input exists, and gathered
+    again in the backward only once its output's cotangent has arrived (`_gathered_block`):
+    without these data dependencies XLA would start every block's gather at once.
     """
 
     graphdef: nnx.GraphDef
     state: nnx.State  # this device's pieces
     specs: nnx.State  # how they are split
 
-    @property
-    def _num_blocks(self) -> int:
-        return len(self.state["blocks"])
-
     def _model(self) -> nnx.Module:
         """The model with every parameter outside the blocks gathered (embeddings, final norm,
-        head); the blocks keep their pieces (the scan gathers them)."""
+        head); the blocks keep their pieces until they run."""
         top = {k: v if k == "blocks" else gather(v, self.specs[k]) for k, v in self.state.items()}
         return nnx.merge(self.graphdef, nnx.State(top))
 
-    def _stacked(self, tree):
-        """Per-block trees stacked along a leading block axis."""
-        blocks = [tree["blocks"][i] for i in range(self._num_blocks)]
-        return jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)
-
     def perturbations(self, tokens: jax.Array) -> nnx.State:
-        """Every block's perturbations, stacked [blocks, B, T, d]."""
         whole = jax.tree.map(_whole_shape, self.state, self.specs, is_leaf=_is_array)
         probe = lambda state: _Whole(self.graphdef, state).perturbations(tokens)  # noqa: E731
-        zeros = jax.tree.map(lambda s: _zeros_like_batch(s, tokens), jax.eval_shape(probe, whole))
-        return self._stacked(zeros)
+        return jax.tree.map(lambda s: _zeros_like_batch(s, tokens), jax.eval_shape(probe, whole))
 
     def __call__(self, perturbations: nnx.State, tokens: jax.Array):
         model = self._model()
-        block_def, specs = nnx.graphdef(model.blocks[0]), self.specs["blocks"][0]
-
-        def block(x, inputs):
-            pieces, perturbations = inputs
-            module = nnx.merge(block_def, gather(pieces, specs))
-            return nnx.capture(module, nnx.Intermediate, init=perturbations)(x)
-
-        x = model.embed_tokens(tokens)
-        step = jax.checkpoint(block, prevent_cse=False)  # the scan already keeps them apart
-        x, inputs = jax.lax.scan(step, x, (self._stacked(self.state), perturbations))
-        return model.unembed(x), inputs
-
-    def unstack(self, tree) -> dict:
-        """A stacked per-block tree as the model's nesting ({"blocks": {i: ...}})."""
-        return {"blocks": {i: _index(tree, i) for i in range(self._num_blocks)}}
+        x, inputs = model.embed_tokens(tokens), {}
+        for i, block in enumerate(model.blocks):
+            run = _gathered_block(nnx.graphdef(block), self.specs["blocks"][i])
+            x, inputs[i] = run(self.state["blocks"][i], perturbations["blocks"][i], x)
+        return model.unembed(x), {"blocks": inputs}
 
 
-def _index(tree, i: int):
-    return jax.tree.map(lambda x: x[i], tree)
+def _gathered_block(graphdef: nnx.GraphDef, specs) -> Callable:
+    """`(pieces, perturbations, x) -> (output, the block's tracked-layer inputs)` of one block
+    whose parameters are gathered from `pieces` when it runs: in the forward once `x` exists,
+    in the backward (which recomputes the block instead of keeping its parameters and
+    activations) once the output's cotangent exists."""
+
+    def forward(pieces, perturbations, x):
+        block = nnx.merge(graphdef, gather(after(pieces, x), specs))
+        return nnx.capture(block, nnx.Intermediate, init=perturbations)(x)
+
+    @jax.custom_vjp
+    def run(pieces, perturbations, x):
+        return forward(pieces, perturbations, x)
+
+    def run_forward(pieces, perturbations, x):
+        return forward(pieces, perturbations, x), (pieces, perturbations, x)
+
+    def run_backward(saved, cotangent):
+        pieces, perturbations, x = saved
+        _, vjp = jax.vjp(functools.partial(forward, after(pieces, cotangent)), perturbations, x)
+        return (jax.tree.map(jnp.zeros_like, pieces), *vjp(cotangent))  # no parameter grads
+
+    run.defvjp(run_forward, run_backward)
+    return run
 
 
 def _whole_shape(piece: jax.Array, spec: PartitionSpec) -> jax.ShapeDtypeStruct:

@@ -65,7 +65,7 @@ from infljax.curvature.storage import (
 )
 from infljax.data.corpus import TokenizedCorpus, load_corpus, read_rows
 from infljax.distributed import MeshArgs, make_mesh, process_rows
-from infljax.models.capture import select_layers
+from infljax.models.capture import layer_groups, select_layers
 from infljax.models.io import CONFIG_FILE, load_model
 from infljax.models.losses import Batch
 from infljax.multihost import is_main, on_main
@@ -105,18 +105,6 @@ class FitPlan:
         for name in ("batch_size", "partitions", "layer_groups"):
             if getattr(self, name) < 1:
                 raise ValueError(f"FitPlan.{name} must be positive, got {getattr(self, name)}")
-
-
-def layer_groups(layers: Sequence[str], groups: int) -> list[tuple[str, ...]]:
-    """`layers` cut into `groups` contiguous groups, in order, whose sizes differ by at most one
-    (the first ones larger, as `np.array_split` cuts)."""
-    if not 1 <= groups <= len(layers):
-        raise ValueError(
-            f"{groups} layer groups for {len(layers)} tracked layers: the number of groups must "
-            f"be between 1 (all in one pass) and {len(layers)} (one layer per group)"
-        )
-    cuts = np.array_split(np.arange(len(layers)), groups)
-    return [tuple(layers[i] for i in cut) for cut in cuts]
 
 
 def plan_rows(num_rows: int, plan: FitPlan, seed: int) -> np.ndarray:

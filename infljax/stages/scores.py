@@ -124,6 +124,7 @@ class ScoresArgs:
                 power_iterations=s.power_iterations,
                 batch_size=s.query_batch_size,
                 seed=s.seed,
+                layer_groups=s.get("query_layer_groups", 1),
             ),
             scoring=scoring.ScoreArgs(
                 batch_size=s.batch_size,
@@ -199,8 +200,8 @@ def score_model(
     graphdef, state = nnx.split(model)
     state = place(state, mesh, placement)
     layers = select_layers(model, args.layers)
-    factors = _factors(inputs, args, layers)
-    queries = _query_plan(out, graphdef, state, tokens, layers, factors, args, mesh)
+    factors = _factors(inputs, args, layers)  # host arrays: placed a group of layers at a time
+    queries = _query_plan(out, graphdef, state, tokens, layers, factors, args, mesh, placement)
     plan, choices = scoring.make_plan(queries, args.scoring, inputs.corpus.max_length)
     logging.info("scores %s: contraction per layer %s", name, choices)
     _check_memory(
@@ -217,12 +218,14 @@ def score_model(
         else None
     )
     score_fn = scoring.make_score_fn(graphdef, layers, mesh, self_influence, placement)
-    factors = None if factors is None else place(factors, mesh, placement)
+    on_device = None  # the factors, on the devices only when self-influence needs them
+    if self_influence is not None and factors is not None:
+        on_device = place(factors, mesh, placement)
     plan = place(plan, mesh, placement)
     pre = _prefilter(name, inputs, args, tokens)
     parts = _partitions(inputs.corpus.num_documents, args.scoring.partitions, pre)
     progress = _score_partitions(
-        name, score_fn, (state, plan, factors), inputs.corpus, parts, args, mesh, out, stop_after
+        name, score_fn, (state, plan, on_device), inputs.corpus, parts, args, mesh, out, stop_after
     )
     if progress is None:
         return
@@ -242,6 +245,7 @@ def score_model(
 def _record(inputs: ModelInputs, args: ScoresArgs) -> dict:
     """The stage's arguments: its own, plus fingerprints of what it reads."""
     own = dataclasses.asdict(args)
+    del own["queries"]["layer_groups"]  # results do not depend on it
     for key in ("prefilter_k", "param_dtype"):
         if not own[key]:
             del own[key]  # so that records written before these options existed match
@@ -294,20 +298,22 @@ def _damping(args: ScoresArgs) -> DampingArgs:
     return DampingArgs(scale=args.damping_scale, absolute=args.damping_absolute)
 
 
-def _query_plan(out, graphdef, state, tokens, layers, factors, args, mesh, rank=None):
+def _query_plan(
+    out, graphdef, state, tokens, layers, factors, args, mesh, placement, rank=None
+):  # fmt: skip
     """The preconditioned, compressed query gradients (read back when already written).
 
     Also writes query_nats.npy. `rank` overrides args.queries.rank (0: the full-rank grads used
-    by re-scoring, never stored).
+    by re-scoring, never stored); `placement`: how `state` and `factors` are placed.
     """
     q_args = args.queries if rank is None else dataclasses.replace(args.queries, rank=rank)
     path = out / QUERY_GRADS_FILE
     if rank is None and on_main(path.is_file):
         return query_grads.load_queries(path)
-    grads_fn = query_grads.make_query_grads_fn(graphdef, layers)
     queries = query_grads.prepare_queries(
-        grads_fn, state, tokens, q_args, mesh, args.strategy, factors, _damping(args)
-    )
+        graphdef, layers, state, tokens, q_args, mesh, args.strategy, factors, _damping(args),
+        placement,
+    )  # fmt: skip
     if rank is None:
         nats = query_nats(graphdef, state, tokens, q_args.batch_size, mesh)
         on_main(_save_query_plan, out, nats, queries)
@@ -500,7 +506,9 @@ def _breakdowns(
             # One chunk of queries' full-rank gradients at a time: [chunk, d_out, d_in] per layer.
             rows = slice(start, start + args.queries.batch_size)
             chunk = tokens.select(rows)
-            full = _query_plan(out, graphdef, state, chunk, layers, factors, args, mesh, rank=0)
+            full = _query_plan(
+                out, graphdef, state, chunk, layers, factors, args, mesh, placement, rank=0
+            )
             rescored.append(
                 attribution.rescore(
                     score_fn, state, full, inputs.corpus, top[rows], batch_size, mesh

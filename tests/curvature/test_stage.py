@@ -19,9 +19,10 @@ from infljax.checkpoints import StageConflict, is_complete
 from infljax.curvature import load_factors
 from infljax.data.corpus import load_corpus, save_corpus
 from infljax.distributed import make_mesh
+from infljax.models.capture import layer_groups
 from infljax.models.io import load_model, save_model
 from infljax.pipeline import run_stages
-from infljax.stages.factors import FitPlan, _report_memory, fit_model_factors, layer_groups
+from infljax.stages.factors import FitPlan, _report_memory, fit_model_factors
 from infljax.workdir import corpus_dir, factors_dir, model_dir
 
 from .conftest import ARGS, CFG

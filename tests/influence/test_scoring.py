@@ -1,6 +1,8 @@
 """Scores against brute force (explicit gradients, explicit damped curvature, numpy inverse),
 low-rank vs dense, breakdown sums, and invariance to batch size, partitions and devices."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -204,18 +206,46 @@ def test_dense_plan_over_the_memory_budget_switches_the_widest_layers_to_low_ran
     assert scoring.make_plan(queries, forced, 512)[1] == {"big": "dense", "small": "dense"}
 
 
-def test_chunked_query_preparation_equals_all_at_once(split, layers, queries, mesh1, factors):
+@pytest.mark.parametrize("svd", ["exact", "randomized"])
+def test_chunked_query_preparation_equals_all_at_once(split, layers, queries, mesh1, factors, svd):
+    """The one-step preparation (capture, preconditioning and SVD per layer, 2 queries a chunk)
+    equals the library's three steps on all queries at once; randomized sketches are seeded
+    per query, so chunks do not change them."""
     graphdef, state = split
     grads_fn = query_grads.make_query_grads_fn(graphdef, layers)
-    args = QueryArgs(rank=3, batch_size=4)
     whole = query_grads.compress(
         query_grads.precondition_queries(
             query_grads.query_gradients(grads_fn, state, queries, 4, mesh1), "ekfac", factors
         ),
-        args,
+        QueryArgs(rank=3, batch_size=4, svd=svd),
     )
+    args = QueryArgs(rank=3, batch_size=2, svd=svd)
     chunked = query_grads.prepare_queries(
-        grads_fn, state, queries, QueryArgs(rank=3, batch_size=2), mesh1, "ekfac", factors
+        graphdef, layers, state, queries, args, mesh1, "ekfac", factors
     )
     for p in layers:
         assert rel(chunked[p].dense(), whole[p].dense()) < EXACT
+
+
+@pytest.mark.parametrize(
+    "rank, svd, groups", [(0, "exact", 1), (3, "exact", 2), (3, "randomized", 3)]
+)
+def test_query_preparation_on_8_split_devices_in_layer_groups_equals_one_device(
+    split, layers, queries, mesh1, mesh8, factors, rank, svd, groups
+):
+    """Queries spread over 8 devices, parameters and factors FSDP-split (gathered a block / a
+    layer at a time), the layers in groups: the same preconditioned gradients as on one device
+    with all layers at once (randomized sketches are seeded per layer and query)."""
+    graphdef, state = split
+    args = QueryArgs(rank=rank, batch_size=8, svd=svd)
+    one = query_grads.prepare_queries(
+        graphdef, layers, state, queries, args, mesh1, "ekfac", factors
+    )
+    grouped = dataclasses.replace(args, layer_groups=groups)
+    eight = query_grads.prepare_queries(
+        graphdef, layers, place(state, mesh8, "fsdp"), queries, grouped, mesh8, "ekfac", factors,
+        placement="fsdp",
+    )  # fmt: skip
+    assert list(eight) == list(one)
+    for p in layers:
+        assert rel(eight[p].dense(), one[p].dense()) < EXACT
