@@ -28,7 +28,7 @@ from infljax.curvature.state import (
     build_factors,
     merge_all,
 )
-from infljax.curvature.storage import load_factors, save_factors
+from infljax.curvature.storage import load_factors, open_factors, save_factors
 from infljax.curvature.strategies import (
     STRATEGIES,
     DampingArgs,
@@ -63,6 +63,7 @@ __all__ = [
     "lambda_pass",
     "layer_shapes",
     "load_factors",
+    "open_factors",
     "merge_all",
     "precondition",
     "safe_eigh",

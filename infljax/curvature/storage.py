@@ -1,14 +1,19 @@
-"""Factors and partial statistics on disk: orbax arrays plus a small JSON description.
+"""Factors and partial statistics on disk: orbax arrays plus small JSON descriptions.
 
-``<dir>/arrays/`` holds the arrays (orbax), ``<dir>/factors.json`` the layer shapes, dtype and
-counts; it is written last, so its presence means the arrays are complete. Partial statistics of
-a partition (``<dir>/<kind>_<index>/`` + ``.json``) use the same scheme, with exact integer
-counts in the JSON.
+``<dir>/layers/<layer path>/`` holds one layer's factors (orbax) and ``<layer path>.json`` its
+shape, dtype and the fit's counts, written after the arrays, so its presence means the layer is
+complete; ``<dir>/factors.json`` lists the layers of the whole fit and is written last, so its
+presence means every layer is there. Layers are written as the fit completes them and read one
+at a time (`open_factors`), so a host never needs to hold every layer's factors at once (a 35B
+model's MLP factors are ~450 GB in float32). Factors written before this layout (format 1: one
+``<dir>/arrays/`` pytree) are still read. Partial statistics of a partition (``<dir>/<kind>_<i>/``
++ ``.json``) use the same scheme, with exact integer counts in the JSON.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import jax
@@ -25,44 +30,117 @@ from infljax.curvature.state import (
 )
 from infljax.multihost import on_main
 
-ARRAYS_DIR = "arrays"
+ARRAYS_DIR = "arrays"  # format 1
+LAYERS_DIR = "layers"
 FACTORS_FILE = "factors.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
-def save_factors(directory: str | Path, factors: Factors) -> None:
-    """Write `factors` to `directory` (created if needed). With several processes every process
-    calls it with the same factors; process 0 writes."""
+def save_layer_factors(directory: str | Path, factors: Factors, counts: Counts) -> None:
+    """Write each layer of `factors` to `directory`/layers (created if needed), its marker last.
+    With several processes every process calls it with the same factors; process 0 writes."""
+    layers = Path(directory) / LAYERS_DIR
+    for path, layer in factors.items():
+        marker = layers / f"{path}.json"
+        on_main(marker.unlink, missing_ok=True)
+        save_pytree(layers / path, layer)
+        meta = {
+            "shape": list(layer.shape),
+            "dtype": str(layer.lambdas.dtype),
+            "counts": {"tokens": counts.tokens, "sequences": counts.sequences},
+        }
+        on_main(marker.write_text, json.dumps(meta))
+
+
+def saved_layers(directory: str | Path) -> dict[str, Counts]:
+    """{layer path: the fit's counts} of the layers `save_layer_factors` completed."""
+    layers = Path(directory) / LAYERS_DIR
+    if not layers.is_dir():
+        return {}
+    out = {}
+    for marker in layers.glob("*.json"):
+        counts = json.loads(marker.read_text())["counts"]
+        out[marker.stem] = Counts(int(counts["tokens"]), int(counts["sequences"]))
+    return out
+
+
+def finish_factors(directory: str | Path, layers: Sequence[str]) -> None:
+    """Mark the factors complete: every one of `layers` (in this order) was saved."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    on_main((directory / FACTORS_FILE).unlink, missing_ok=True)
-    save_pytree(directory / ARRAYS_DIR, factors)
+    described = {}
+    for path in layers:
+        meta = json.loads((directory / LAYERS_DIR / f"{path}.json").read_text())
+        described[path] = (meta["shape"], meta["dtype"])
+    dtypes = {dtype for _, dtype in described.values()}
     meta = {
         "format_version": FORMAT_VERSION,
-        "dtype": str(next(iter(factors.values())).lambdas.dtype) if factors else "float32",
-        "layers": {path: list(f.shape) for path, f in factors.items()},
+        "dtype": dtypes.pop() if len(dtypes) == 1 else "float32",
+        "layers": {path: shape for path, (shape, _) in described.items()},
     }
     on_main((directory / FACTORS_FILE).write_text, json.dumps(meta, indent=2))
 
 
-def load_factors(directory: str | Path) -> Factors:
-    """Read factors written by `save_factors`.
+def save_factors(directory: str | Path, factors: Factors, counts: Counts | None = None) -> None:
+    """Write `factors` (fitted on `counts`, if known) to `directory` (created if needed): every
+    layer, then the description. With several processes every process calls it with the same
+    factors; process 0 writes."""
+    on_main((Path(directory) / FACTORS_FILE).unlink, missing_ok=True)
+    save_layer_factors(directory, factors, counts or Counts(0, 0))
+    finish_factors(directory, list(factors))
+
+
+class FactorStore(Mapping):
+    """The fitted factors of a directory as a read-only mapping {layer path: LayerFactors}
+    that reads a layer from disk each time it is looked up (nothing is cached): take the
+    layers you need, a group at a time. `load_factors` reads them all at once."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        meta_path = self.directory / FACTORS_FILE
+        if not meta_path.exists():
+            raise FileNotFoundError(
+                f"no fitted factors in {self.directory} (missing {FACTORS_FILE}); run the "
+                "factors stage (experiments/fit_factors.py) first"
+            )
+        meta = json.loads(meta_path.read_text())
+        self.version = meta.get("format_version", 1)
+        self.dtype = meta["dtype"]
+        self.shapes = {path: tuple(shape) for path, shape in meta["layers"].items()}
+
+    def __getitem__(self, path: str) -> LayerFactors:
+        if path not in self.shapes:
+            raise KeyError(path)
+        like = _factors_like(*self.shapes[path], self.dtype)
+        if self.version == 1:
+            whole = {p: _factors_like(*shape, self.dtype) for p, shape in self.shapes.items()}
+            return restore_pytree(self.directory / ARRAYS_DIR, whole)[path]
+        return restore_pytree(self.directory / LAYERS_DIR / path, like)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+
+def open_factors(directory: str | Path) -> FactorStore:
+    """The factors written by `save_factors` (or the factors stage), read layer by layer.
 
     Raises FileNotFoundError when `directory` holds no complete factors.
     """
-    directory = Path(directory)
-    meta_path = directory / FACTORS_FILE
-    if not meta_path.exists():
-        raise FileNotFoundError(
-            f"no fitted factors in {directory} (missing {FACTORS_FILE}); run the factors stage "
-            "(experiments/fit_factors.py) first"
-        )
-    meta = json.loads(meta_path.read_text())
-    like = {
-        path: _factors_like(d_out, d_in, meta["dtype"])
-        for path, (d_out, d_in) in meta["layers"].items()
-    }
-    return restore_pytree(directory / ARRAYS_DIR, like)
+    return FactorStore(directory)
+
+
+def load_factors(directory: str | Path) -> Factors:
+    """Every layer of the factors written by `save_factors`, read at once.
+
+    Raises FileNotFoundError when `directory` holds no complete factors.
+    """
+    store = open_factors(directory)
+    if store.version == 1:
+        whole = {p: _factors_like(*shape, store.dtype) for p, shape in store.shapes.items()}
+        return restore_pytree(store.directory / ARRAYS_DIR, whole)
+    return {path: store[path] for path in store}
 
 
 def _factors_like(d_out: int, d_in: int, dtype: str) -> LayerFactors:

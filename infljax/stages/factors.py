@@ -1,10 +1,11 @@
 """Stage `factors`: fit EK-FAC factors for every trained model in the config.
 
-Per model ``<workdir>/factors/<name>/`` holds ``args.json`` (stage arguments), ``arrays/`` +
-``factors.json`` (the fitted factors; `infljax.curvature.load_factors` reads them), ``fit.json``
-(counts, layer groups, time) and, while fitting, the partial sums of each data partition, so an
-interrupted fit resumes from its last completed partition (they are removed once the factors are
-complete).
+Per model ``<workdir>/factors/<name>/`` holds ``args.json`` (stage arguments), ``layers/`` +
+``factors.json`` (the fitted factors, a layer per directory, written as each group of layers
+completes; `infljax.curvature.open_factors` / `load_factors` read them), ``fit.json`` (counts,
+layer groups, time) and, while fitting, the partial sums of each data partition, so an
+interrupted fit resumes from its last completed group and partition (they are removed once the
+factors are complete).
 
 The tracked layers are fitted in `FitPlan.layer_groups` contiguous groups (`layer_groups`): each
 group has its own covariance pass, eigendecomposition and lambda pass over the same rows, which
@@ -58,9 +59,11 @@ from infljax.curvature.state import (
     zero_lambdas,
 )
 from infljax.curvature.storage import (
+    finish_factors,
     load_statistics,
-    save_factors,
+    save_layer_factors,
     save_statistics,
+    saved_layers,
     statistics_exist,
 )
 from infljax.data.corpus import TokenizedCorpus, load_corpus, read_rows
@@ -224,11 +227,10 @@ def fit_model_factors(
     _report_memory(name, model, layers, plan, args, mesh, corpus.max_length)
     t0 = time.perf_counter()
     fit = _Fit(name, model, tuple(groups), corpus, plan, args, mesh, out, _Budget(stop_after))
-    factors = fit.run()
-    if factors is None:
+    counts = fit.run()
+    if counts is None:
         return False
-    save_factors(out, factors)
-    counts = fit.counts
+    finish_factors(out, layers)
     write_json(
         out / "fit.json",
         {
@@ -280,22 +282,26 @@ class _Fit:
     mesh: jax.sharding.Mesh
     out: Path
     budget: _Budget
-    counts: Counts | None = None
 
-    def run(self) -> Factors | None:
-        """The factors of every group's layers, in order, or None when the budget ran out."""
+    def run(self) -> Counts | None:
+        """Fit and save every group's layers not saved yet (`save_layer_factors`: a host holds
+        one group's factors at a time); the fit's counts, or None when the budget ran out."""
         rows = plan_rows(self.corpus.num_documents, self.plan, self.args.seed)
         parts = np.array_split(rows, self.plan.partitions)
-        factors: Factors = {}
-        for group in range(len(self.groups)):
+        saved = on_main(saved_layers, self.out)  # decided once, by process 0
+        counts = next(iter(saved.values()), None)
+        for group, layers in enumerate(self.groups):
+            if all(p in saved for p in layers):
+                continue
             fitted = self._fit_group(group, parts)
             if fitted is None:
                 return None
-            factors |= fitted
-        return factors
+            factors, counts = fitted
+            save_layer_factors(self.out, factors, counts)
+        return counts
 
-    def _fit_group(self, group: int, parts: list[np.ndarray]) -> Factors | None:
-        """One group's covariance pass, eigendecomposition and lambda pass."""
+    def _fit_group(self, group: int, parts: list[np.ndarray]) -> tuple[Factors, Counts] | None:
+        """One group's covariance pass, eigendecomposition and lambda pass: (factors, counts)."""
         cov = self._partitions(group, parts, None)
         if cov is None:
             return None
@@ -303,8 +309,7 @@ class _Fit:
         lam = self._partitions(group, parts, bases)
         if lam is None:
             return None
-        self.counts = cov.counts  # the same rows in every group: the same counts
-        return build_factors(cov, bases, lam)
+        return build_factors(cov, bases, lam), cov.counts  # the same rows, counts, every group
 
     def _compute(self, layers, rows: np.ndarray, bases, progress) -> Statistics:
         local = process_rows(self.plan.batch_size, self.mesh)

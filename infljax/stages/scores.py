@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from infljax import planning
 from infljax.checkpoints import ARGS_FILE, begin_stage, finish_stage
-from infljax.curvature import STRATEGIES, DampingArgs, load_factors
+from infljax.curvature import STRATEGIES, DampingArgs, open_factors
 from infljax.data.corpus import TokenizedCorpus, load_corpus
 from infljax.data.tokenization import load_tokenizer, tokenizer_info
 from infljax.distributed import MeshArgs, make_mesh, place
@@ -220,7 +220,7 @@ def score_model(
     score_fn = scoring.make_score_fn(graphdef, layers, mesh, self_influence, placement)
     on_device = None  # the factors, on the devices only when self-influence needs them
     if self_influence is not None and factors is not None:
-        on_device = place(factors, mesh, placement)
+        on_device = place({p: factors[p] for p in layers}, mesh, placement)
     plan = place(plan, mesh, placement)
     pre = _prefilter(name, inputs, args, tokens)
     parts = _partitions(inputs.corpus.num_documents, args.scoring.partitions, pre)
@@ -282,9 +282,11 @@ def _encode(name: str, inputs: ModelInputs, args: ScoresArgs, max_length: int) -
 
 
 def _factors(inputs: ModelInputs, args: ScoresArgs, layers):
+    """The fitted factors, read from disk a layer at a time as they are used (None for the
+    identity strategy)."""
     if args.strategy == "identity":
         return None
-    factors = load_factors(inputs.factors_dir)
+    factors = open_factors(inputs.factors_dir)
     missing = [p for p in layers if p not in factors]
     if missing:
         raise ValueError(

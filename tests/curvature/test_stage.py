@@ -15,8 +15,10 @@ import pytest
 from ml_collections import ConfigDict
 
 from infljax import planning
-from infljax.checkpoints import StageConflict, is_complete
-from infljax.curvature import load_factors
+from infljax.checkpoints import StageConflict, is_complete, save_pytree
+from infljax.curvature import load_factors, open_factors, save_factors
+from infljax.curvature.state import Counts
+from infljax.curvature.storage import saved_layers
 from infljax.data.corpus import load_corpus, save_corpus
 from infljax.distributed import make_mesh
 from infljax.models.capture import layer_groups
@@ -165,6 +167,7 @@ def test_interrupted_grouped_fit_resumes_also_with_another_grouping(workdir, fac
     assert not fit(2, 2)  # group 1: lambdas 1; group 2: covariance 0
     assert stored_parts(out, "covariance") == {first: both, second: ["part_00000"]}
     assert stored_parts(out, "lambdas") == {first: both}
+    assert set(saved_layers(out)) == set(first)  # a complete group's factors are on disk
     # 3 groups: layers 0-1 (all on disk), 2, 3. Four partitions complete layer 2's group.
     assert not fit(3, 4)
     assert (
@@ -179,6 +182,28 @@ def test_interrupted_grouped_fit_resumes_also_with_another_grouping(workdir, fac
     assert fit(3, None) and is_complete(out)
     assert_equal_factors(load_factors(out), factors)
     assert not (out / "covariance").exists() and not (out / "lambdas").exists()
+
+
+def test_factors_are_read_a_layer_at_a_time_and_the_old_format_still_reads(tmp_path, factors):
+    """`open_factors` reads each layer from its own directory when it is looked up; factors
+    written as one pytree (format 1, before per-layer directories) read the same."""
+    counts = Counts(tokens=7, sequences=3)
+    save_factors(tmp_path / "new", factors, counts)
+    store = open_factors(tmp_path / "new")
+    assert list(store) == list(factors) and store.version == 2
+    assert saved_layers(tmp_path / "new") == dict.fromkeys(factors, counts)
+    assert_equal_factors({p: store[p] for p in store}, factors)
+    old = tmp_path / "old"
+    save_pytree(old / "arrays", factors)
+    meta = {
+        "format_version": 1,
+        "dtype": "float64",
+        "layers": {p: list(f.shape) for p, f in factors.items()},
+    }
+    (old / "factors.json").write_text(json.dumps(meta))
+    assert_equal_factors(load_factors(old), factors)
+    path = next(iter(factors))
+    assert_equal_factors({path: open_factors(old)[path]}, {path: factors[path]})
 
 
 def test_more_layer_groups_than_layers_are_refused_before_fitting(workdir, layers):
