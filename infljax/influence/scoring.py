@@ -165,12 +165,18 @@ def make_score_fn(
         model = nnx.merge(graphdef, state)
         _, io = capture(model, batch, layers, specs=state_specs)
 
-        def layer(path, layer_plan):  # one layer's (gathered) plan at a time
+        def layer(path, inputs):  # one layer's contraction (and gathered plan) at a time
+            g, tied = inputs
+            layer_plan = plan[path] if tied is None else tied
             if plan_specs is not None:
                 layer_plan = gather(layer_plan, plan_specs[path])
-            return contraction.layer_scores(io[path], layer_plan)
+            return contraction.layer_scores(dataclasses.replace(io[path], g=g), layer_plan)
 
-        results = in_sequence(layer, {p: plan[p] for p in layers}).values()
+        # What each layer's contraction waits for: its `g`, and its plan when that is split
+        # (the gather) or low-rank (XLA lays the factors out again, for every layer at once if
+        # free to). A whole dense plan is left alone: tying it would copy it.
+        inputs = {p: (io[p].g, _tied_plan(plan[p], plan_specs)) for p in layers}
+        results = in_sequence(layer, inputs).values()
         per_layer = jnp.stack([scores for scores, _ in results])
         return BatchScores(
             scores=jnp.sum(per_layer, axis=0),
@@ -190,6 +196,11 @@ def make_score_fn(
         )
 
     return jax.jit(step)
+
+
+def _tied_plan(layer_plan: LayerQueries, specs) -> LayerQueries | None:
+    split = specs is not None
+    return layer_plan if split or isinstance(layer_plan, LowRankQueries) else None
 
 
 def _self_influence(io, layers, how: SelfInfluence | None, factors, specs) -> jax.Array:
