@@ -3,8 +3,10 @@
 One mesh with axes ``("data", "model")``: batches are sharded over ``data``. Parameters are
 replicated, or with ``params="fsdp"`` (ZeRO-3 / FSDP style) each tensor is split over ``data``
 along its largest divisible dimension and gathered inside the step where it is used
-(`param_specs`, `place`, `gather`): at rest a device holds 1/data of the model. Statistics
-are reduced with `jax.shard_map` + `psum` over ``data`` by the stages that accumulate them.
+(`param_specs`, `place`, `gather`): at rest a device holds 1/data of the model, and a step
+gathers one block or layer at a time (`in_sequence`, `after`; the blocks in
+`infljax.models.capture`). Statistics are reduced with `jax.shard_map` + `psum` over ``data``
+by the stages that accumulate them.
 """
 
 from __future__ import annotations
@@ -279,9 +281,9 @@ FINGERPRINT_CHUNKS = 64
 def fingerprint(value: np.ndarray) -> np.ndarray:
     """[2, FINGERPRINT_CHUNKS + 1] uint64: the wrapping sum and the xor of the value's bytes,
     read as 64-bit words, in each of FINGERPRINT_CHUNKS contiguous chunks (and the last, partial
-    word). One pass at memory speed
-    (a cryptographic hash of a 7B float32 model takes minutes); any change of one word changes
-    its chunk's sum, and moving values between chunks (a transpose) changes the chunks."""
+    word). One pass at memory speed (a cryptographic hash of a 7B float32 model takes minutes);
+    any change of one word changes its chunk's sum, and moving values between chunks (a
+    transpose) changes the chunks."""
     raw = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
     whole = raw.size // 8 * 8
     tail = np.zeros(8, np.uint8)
