@@ -50,7 +50,7 @@ from flax import nnx
 
 from infljax.influence import scoring
 from infljax.influence.query_grads import DenseQueries, LowRankQueries
-from infljax.models.capture import DEFAULT_LAYERS, layer_module, select_layers
+from infljax.models.capture import DEFAULT_LAYERS, layer_groups, layer_module, select_layers
 from infljax.models.decoder import Decoder, DecoderConfig
 
 STAGES = ("pretrain", "covariance", "lambdas", "queries", "scores")
@@ -607,6 +607,36 @@ def check_stage(
     except PlanError:
         pass
     raise PlanError(message)
+
+
+def largest_group(
+    stage: str, shapes: ModelShapes, groups: int, work: Workload, layout: Layout, batch: int
+) -> tuple[ModelShapes, StageMemory]:
+    """(shapes, estimate) of the one of `groups` contiguous groups of the tracked layers
+    (`infljax.models.capture.layer_groups`, one pass each) whose `stage` needs the most."""
+    estimates = []
+    for layers in layer_groups(list(shapes.layers), groups):
+        group = dataclasses.replace(shapes, layers={p: shapes.layers[p] for p in layers})
+        estimates.append((group, estimate(stage, group, work, layout, batch)))
+    return max(estimates, key=lambda found: found[1].total)
+
+
+def fewest_groups(
+    stage: str,
+    shapes: ModelShapes,
+    groups: int,
+    work: Workload,
+    layout: Layout,
+    batch: int,
+    device_bytes: int,
+) -> int | None:
+    """The fewest groups of layers, more than `groups`, whose largest fits `device_bytes` with
+    `HEADROOM` at `batch`; None when not even one layer per group does."""
+    for more in range(groups + 1, len(shapes.layers) + 1):
+        _, memory = largest_group(stage, shapes, more, work, layout, batch)
+        if memory.total <= (1 - HEADROOM) * device_bytes:
+            return more
+    return None
 
 
 def device_memory_bytes() -> int | None:

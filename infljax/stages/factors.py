@@ -391,7 +391,8 @@ def _report_memory(name, model, layers, plan, args, mesh, length) -> None:
     device = planning.device_memory_bytes()
     groups = plan.layer_groups
     for fit_pass in ("covariance", "lambdas"):
-        group, memory = _largest_group(fit_pass, shapes, groups, work, layout, plan.batch_size)
+        args = (fit_pass, shapes, groups, work, layout, plan.batch_size)
+        group, memory = planning.largest_group(*args)
         of_groups = f" (the largest of {groups} layer groups)" if groups > 1 else ""
         logging.info("factors %s: %s%s", name, memory.summary(), of_groups)
         try:
@@ -401,30 +402,14 @@ def _report_memory(name, model, layers, plan, args, mesh, length) -> None:
             raise planning.PlanError(f"{error}{more}") from None
 
 
-def _largest_group(
-    fit_pass: str,
-    shapes: planning.ModelShapes,
-    groups: int,
-    work: planning.Workload,
-    layout: planning.Layout,
-    batch: int,
-) -> tuple[planning.ModelShapes, planning.StageMemory]:
-    """(shapes, estimate) of the layer group whose `fit_pass` needs the most memory."""
-    estimates = []
-    for layers in layer_groups(list(shapes.layers), groups):
-        group = dataclasses.replace(shapes, layers={p: shapes.layers[p] for p in layers})
-        estimates.append((group, planning.estimate(fit_pass, group, work, layout, batch)))
-    return max(estimates, key=lambda estimate: estimate[1].total)
-
-
 def _groups_that_fit(fit_pass, shapes, plan, work, layout, device) -> str:
     """'; or config.factors.layer_groups=G fits ...' with the fewest groups beyond the plan's
     whose largest fits the device at the plan's batch size, or '' when none does."""
-    for groups in range(plan.layer_groups + 1, len(shapes.layers) + 1):
-        _, memory = _largest_group(fit_pass, shapes, groups, work, layout, plan.batch_size)
-        if memory.total <= (1 - planning.HEADROOM) * device:
-            return (
-                f"; or config.factors.layer_groups={groups} fits at batch {plan.batch_size} "
-                f"with {planning.HEADROOM:.0%} headroom"
-            )
-    return ""
+    args = (fit_pass, shapes, plan.layer_groups, work, layout, plan.batch_size, device)
+    groups = planning.fewest_groups(*args)
+    if groups is None:
+        return ""
+    return (
+        f"; or config.factors.layer_groups={groups} fits at batch {plan.batch_size} "
+        f"with {planning.HEADROOM:.0%} headroom"
+    )

@@ -201,17 +201,13 @@ def score_model(
     state = place(state, mesh, placement)
     layers = select_layers(model, args.layers)
     factors = _factors(inputs, args, layers)  # host arrays: placed a group of layers at a time
+    layout = planning.Layout.of_mesh(mesh, placement)
+    shapes = planning.ModelShapes.of(model, layers)
+    _check_query_memory(name, shapes, args, tokens.tokens.shape[1], layout)
     queries = _query_plan(out, graphdef, state, tokens, layers, factors, args, mesh, placement)
     plan, choices = scoring.make_plan(queries, args.scoring, inputs.corpus.max_length)
     logging.info("scores %s: contraction per layer %s", name, choices)
-    _check_memory(
-        name,
-        planning.ModelShapes.of(model, layers),
-        plan,
-        args,
-        inputs.corpus.max_length,
-        planning.Layout.of_mesh(mesh, placement),
-    )
+    _check_memory(name, shapes, plan, args, inputs.corpus.max_length, layout)
     self_influence = (
         scoring.SelfInfluence(args.strategy, _damping(args))
         if args.scoring.self_influence
@@ -325,6 +321,26 @@ def _query_plan(
 def _save_query_plan(out: Path, nats: np.ndarray, queries) -> None:
     np.save(out / "query_nats.npy", nats)
     query_grads.save_queries(out / QUERY_GRADS_FILE, queries)
+
+
+def _check_query_memory(name: str, shapes, args: ScoresArgs, seq: int, layout) -> None:
+    """Log the query preparation's per-device estimate for its largest group of layers; refuse,
+    with the numbers, one the device cannot hold (not checked on CPU), naming the query batch
+    size or the number of query layer groups that would fit."""
+    q = args.queries
+    work = planning.Workload(seq=seq, rank=q.rank, svd=q.svd, oversample=q.oversample)
+    chunk = -(-q.batch_size // layout.data) * layout.data
+    group, memory = planning.largest_group("queries", shapes, q.layer_groups, work, layout, chunk)
+    of_groups = f" (the largest of {q.layer_groups} layer groups)" if q.layer_groups > 1 else ""
+    logging.info("scores %s: %s%s", name, memory.summary(), of_groups)
+    device = planning.device_memory_bytes()
+    try:
+        planning.check_stage(memory, group, work, layout, device, "config.scores.query_batch_size")
+    except planning.PlanError as error:
+        args = ("queries", shapes, q.layer_groups, work, layout, chunk, device)
+        groups = planning.fewest_groups(*args)
+        more = f"; or config.scores.query_layer_groups={groups} fits" if groups else ""
+        raise planning.PlanError(f"{error}{more}") from None
 
 
 def _check_memory(name: str, shapes, plan, args: ScoresArgs, seq: int, layout) -> None:

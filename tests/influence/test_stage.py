@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from infljax import training
+from infljax import planning, training
 from infljax.checkpoints import StageConflict, is_complete
 from infljax.distributed import make_mesh
 from infljax.influence.query_grads import QueryArgs
@@ -16,7 +16,7 @@ from infljax.influence.scoring import ScoreArgs
 from infljax.models.decoder import DecoderConfig
 from infljax.models.io import load_model
 from infljax.stages.pretrain import train_model
-from infljax.stages.scores import ModelInputs, ScoresArgs, score_model
+from infljax.stages.scores import ModelInputs, ScoresArgs, _check_query_memory, score_model
 from infljax.workdir import factors_dir, model_dir, scores_dir
 from tests.influence.workdirs import write_corpus, write_factors
 
@@ -180,3 +180,30 @@ def test_fsdp_placement_writes_the_replicated_scores(scored, tmp_path):
     score_model("tiny", inputs, ARGS, mesh, tmp_path, placement="fsdp")
     for name in ("scores.npy", "per_layer.npy", "self_influence.npy", "doc_grad_norms.npy"):
         np.testing.assert_allclose(np.load(tmp_path / name), np.load(out / name), rtol=FLOAT32)
+
+
+def test_query_preparation_memory_refusal_names_the_query_layer_groups_that_fit(monkeypatch):
+    """The scores stage checks the query preparation (capture, per-layer gradients,
+    preconditioning, SVD) for its largest group of layers before it starts: a device that holds
+    half the layers' work but not all of it is refused with the groups that fit; with them the
+    check passes."""
+    cfg = DecoderConfig(
+        vocab_size=64, d_model=32, num_layers=2, num_heads=2, d_ff=64, max_length=16
+    )
+    shapes = planning.ModelShapes.from_config(cfg)
+    layout, seq = planning.Layout(data=1), 16
+    args = ScoresArgs(layers=(r"blocks\.\d+\.mlp\..*",), queries=QueryArgs(rank=4, batch_size=4))
+    work = planning.Workload(seq=seq, rank=4)
+
+    def needs(groups):
+        return planning.largest_group("queries", shapes, groups, work, layout, 4)[1].total
+
+    device = needs(1) - 1
+    assert needs(2) <= (1 - planning.HEADROOM) * device
+    monkeypatch.setattr(planning, "device_memory_bytes", lambda: device)
+    with pytest.raises(planning.PlanError) as error:
+        _check_query_memory("tiny", shapes, args, seq, layout)
+    assert str(error.value).startswith("queries: needs")
+    assert str(error.value).endswith("; or config.scores.query_layer_groups=2 fits")
+    grouped = dataclasses.replace(args, queries=QueryArgs(rank=4, batch_size=4, layer_groups=2))
+    _check_query_memory("tiny", shapes, grouped, seq, layout)
