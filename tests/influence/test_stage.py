@@ -155,15 +155,21 @@ def test_complete_outputs_are_skipped_and_changed_arguments_refused(scored):
         score_model("tiny", inputs, changed, mesh, out)
 
 
-def test_bfloat16_mixed_precision_tracks_the_float64_scores(scored, tmp_path):
+@pytest.mark.parametrize("placement, query_groups", [("replicated", 1), ("fsdp", 2)])
+def test_bfloat16_mixed_precision_tracks_the_float64_scores(
+    scored, tmp_path, placement, query_groups
+):
     """param_dtype="bfloat16": parameters, activations and per-sequence gradients in
     bfloat16; the float64 factors unchanged (the preconditioned query gradients follow them).
     bfloat16 keeps 8 significant bits (ε = 2⁻⁸ ≈ 0.4%); a score is a sum over a few layers of
     products of such roundings, so we allow a relative error of 10 ε in the score matrix
-    (Frobenius) and require the same top document for each query."""
+    (Frobenius) and require the same top document for each query. Also with the parameters
+    FSDP-split (gathered block by block) and the queries prepared in two groups of layers."""
     out, inputs = scored
-    args = dataclasses.replace(ARGS, param_dtype="bfloat16")
-    score_model("tiny", inputs, args, make_mesh(devices=jax.devices()[:2]), tmp_path)
+    queries = dataclasses.replace(ARGS.queries, layer_groups=query_groups)
+    args = dataclasses.replace(ARGS, param_dtype="bfloat16", queries=queries)
+    mesh = make_mesh(devices=jax.devices()[:2])
+    score_model("tiny", inputs, args, mesh, tmp_path, placement=placement)
     full, mixed = (np.load(d / "scores.npy").astype(np.float64) for d in (out, tmp_path))
     error = np.linalg.norm(mixed - full) / np.linalg.norm(full)
     assert error < 10 * 2.0**-8, error
