@@ -130,8 +130,11 @@ def save_pytree(path: str | Path, tree: Any) -> None:
 
 
 def _host_if_local(x: Any) -> Any:
-    if isinstance(x, jax.Array) and x.is_fully_addressable:
-        return np.asarray(x)
+    """A value this process holds whole (its own devices' array, or one replicated over the
+    processes) goes to orbax as a host array: written by process 0 without the run's device
+    topology, so any other run can read it."""
+    if isinstance(x, jax.Array) and (x.is_fully_addressable or x.is_fully_replicated):
+        return np.asarray(x.addressable_data(0))
     return x
 
 

@@ -36,7 +36,7 @@ _STAGES: dict[str, StageFn] = {}
 # How a stage runs when several processes take part (DESIGN §7): on every process, each with its
 # share of every batch and writing through process 0 (`infljax.multihost.on_main`), or on
 # process 0 alone while the others wait (host work; models small enough for its first device).
-EVERY_PROCESS = frozenset({"factors", "scores", "baselines"})
+EVERY_PROCESS = frozenset({"pretrain", "factors", "scores", "baselines"})
 MAIN_PROCESS = frozenset({"world", "corpus", "queries", "analysis", "report"})
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from infljax.checkpoints import is_complete
 from infljax.curvature import load_factors
@@ -38,10 +39,11 @@ from infljax.distributed import (
     replicated,
     to_host,
 )
+from infljax.models.io import load_model
 from infljax.multihost import ProcessArgs, detect_cluster, initialize, on_main
 from infljax.pipeline import run_stages
 from infljax.stages.factors import row_batches
-from infljax.workdir import baselines_dir, factors_dir, scores_dir
+from infljax.workdir import baselines_dir, factors_dir, model_dir, scores_dir
 
 from .multihost_config import get_config
 from .tiny import random_corpus
@@ -49,6 +51,7 @@ from .tiny import random_corpus
 ROOT = Path(__file__).resolve().parents[1]
 RTOL = 1e-10
 RTOL_FLOAT32 = 1e-6
+RTOL_TRAINED = 1e-5  # 10 float32 Adam steps; see test_two_processes_train_the_model_...
 MODEL = "small"
 STAGES = ("queries", "factors", "scores", "baselines")  # baselines: tfidf, random
 SLURM = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_PROCID": "0"}
@@ -224,6 +227,33 @@ def test_two_processes_write_what_one_process_writes(prepared):
     for method in ("tfidf", "random"):
         got, ref = (np.load(baselines_dir(d, MODEL, method) / "scores.npy") for d in (two, one))
         np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_model_one_process_trains(prepared):
+    """The pretrain stage on 2 processes × 4 devices: each process feeds its rows of every
+    batch, the gradients are all-reduced across processes, process 0 writes. The parameters
+    match the 1 × 8 run's (`prepared`) to RTOL_TRAINED over the whole model: float32 training
+    whose gradient sums run in another order across devices (~1e-7 relative per step), through
+    10 Adam steps. (Leaf by leaf they need not: Adam turns a bias gradient at rounding level
+    into a full step of either sign, ~1e-6 absolute; training on another process's rows moves
+    the model by ~1e-2.)"""
+    two = _copy(prepared, "train_two")
+    shutil.rmtree(model_dir(two, MODEL))
+    results = _run_two_processes(two, ["pretrain"])
+    for rc, log in results:
+        assert rc == 0, log[-3000:]
+    assert "pretrain small" in results[0][1] and "pretrain small" not in results[1][1]
+    assert is_complete(model_dir(two, MODEL))
+    ref, got = (load_model(model_dir(d, MODEL)) for d in (prepared, two))
+    flat = lambda m: np.concatenate([np.ravel(x) for x in jax.tree.leaves(nnx.state(m))])  # noqa: E731
+    assert close(flat(got), flat(ref), RTOL_TRAINED)
+    metrics = [
+        json.loads((model_dir(d, MODEL) / "metrics.json").read_text()) for d in (prepared, two)
+    ]
+    assert metrics[1]["final_held_out_loss"] == pytest.approx(
+        metrics[0]["final_held_out_loss"], rel=RTOL_TRAINED
+    )
 
 
 def _assert_same_factors(one: Path, two: Path) -> None:

@@ -28,6 +28,7 @@ from infljax.distributed import (
     on_mesh,
     param_specs,
     place,
+    replicated,
     shard_batch,
     to_host,
 )
@@ -266,7 +267,9 @@ def make_query_plan_fn(
         fn = jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=P("data"))
         return fn(state, batch, rows, factors)
 
-    return jax.jit(step)
+    # Every device ends with all the results (gathered inside this program; a separate
+    # cross-process gather per output would be one more collective launch per leaf).
+    return jax.jit(step, out_shardings=replicated(mesh))
 
 
 def prepare_queries(

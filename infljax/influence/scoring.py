@@ -3,8 +3,9 @@
 Per batch of documents: one forward+backward with the real labels (capture), then, per tracked
 layer, the contraction of `a`, `g` with the query plan (`infljax.influence.contraction`), all
 inside one jit. The batch is split over the mesh's ``data`` axis with `jax.shard_map`; documents
-are independent, so nothing is reduced across devices and each device returns its documents'
-columns. Results do not depend on the batch size, the partitioning or the number of devices.
+are independent, so nothing is reduced across devices: each device scores its documents, and
+the step ends by gathering the (small) results onto every device. Results do not depend on the
+batch size, the partitioning or the number of devices.
 
 score(q, m) = Σ_layers ⟨IHVP(∇ NLL_q), ∇ L_m⟩ (DESIGN §2): positive means adding document m to
 training would raise the query completion's log-probability.
@@ -31,6 +32,7 @@ from infljax.distributed import (
     on_mesh,
     param_specs,
     process_rows,
+    replicated,
     to_host,
 )
 from infljax.influence import contraction
@@ -195,7 +197,9 @@ def make_score_fn(
             state, batch, plan, factors
         )
 
-    return jax.jit(step)
+    # Every device ends with all the results (gathered inside this program; a separate
+    # cross-process gather per output would be one more collective launch per leaf).
+    return jax.jit(step, out_shardings=replicated(mesh))
 
 
 def _tied_plan(layer_plan: LayerQueries, specs) -> LayerQueries | None:

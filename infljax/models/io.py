@@ -11,6 +11,7 @@ from flax import nnx
 
 from infljax.checkpoints import restore_pytree, save_pytree
 from infljax.models.decoder import Decoder, DecoderConfig
+from infljax.multihost import on_main
 
 CONFIG_FILE = "model.json"
 PARAMS_DIR = "params"
@@ -20,7 +21,8 @@ def save_model(directory: str | Path, model: Decoder) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_pytree(directory / PARAMS_DIR, nnx.state(model, nnx.Param))
-    (directory / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(model.cfg), indent=2))
+    text = json.dumps(dataclasses.asdict(model.cfg), indent=2)
+    on_main((directory / CONFIG_FILE).write_text, text)
 
 
 def read_model_config(directory: str | Path) -> DecoderConfig:

@@ -30,6 +30,7 @@ from infljax.models.convert import ConvertArgs, check_corpus_fits, convert_check
 from infljax.models.decoder import Decoder, DecoderConfig, num_params
 from infljax.models.io import save_model
 from infljax.models.losses import Batch
+from infljax.multihost import is_main, on_main, process_count
 from infljax.pipeline import stage, write_json
 from infljax.workdir import corpus_dir, model_dir, tokenizer_path
 
@@ -54,6 +55,12 @@ def run(config: ConfigDict, workdir: Path) -> None:
 
 def convert_model(name, section, corpus, mesh, out: Path, overwrite: bool) -> None:
     """Convert the section's HF `checkpoint` into `out` (checked against the corpus first)."""
+    if process_count() > 1:
+        raise ValueError(
+            f"pretrain {name}: converting a checkpoint runs in one process; run "
+            "--stages=pretrain without the multi-process flags first (the conversion is done "
+            "once), then the other stages on several processes"
+        )
     args = ConvertArgs(**(section.convert.to_dict() if section.get("convert") else {}))
     check_corpus_fits(section.checkpoint, args, corpus.tokens)
     done = convert_checkpoint(section.checkpoint, out, args, mesh, overwrite=overwrite)
@@ -95,8 +102,9 @@ def train_model(
         (out / "checkpoints").absolute(),
         options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False),
     )
-    start_step, state = _restore(manager, {"params": params, "opt_state": tx.init(params)}, name)
-    params, opt_state = replicate((state["params"], state["opt_state"]), mesh)
+    state = replicate({"params": params, "opt_state": tx.init(params)}, mesh)
+    start_step, state = _restore(manager, state, name)
+    params, opt_state = state["params"], state["opt_state"]
     step_fn = training.make_train_step(graphdef, tx)
     eval_fn = training.make_eval_fn(graphdef)
     evaluate = lambda p: training.held_out_loss(  # noqa: E731
@@ -110,6 +118,7 @@ def train_model(
         initial=start_step,
         total=args.steps,
         mininterval=2.0,
+        disable=not is_main(),
     )
     for step in bar:
         rows = training.batch_rows(data.rows, step, args.batch_size, args.seed)
@@ -190,10 +199,12 @@ def _training_data(corpus: TokenizedCorpus, args, exclude_rows) -> _TrainingData
 
 
 def _restore(manager: ocp.CheckpointManager, state: dict, name: str) -> tuple[int, dict]:
-    """(step to start at, state): the latest checkpoint's, or step 0 and `state` as given."""
+    """(step to start at, state): the latest checkpoint's, placed like `state` (replicated over
+    the mesh, also across processes), or step 0 and `state` as given."""
     step = manager.latest_step() or 0
     if step:
-        state = manager.restore(step, args=ocp.args.StandardRestore(state))
+        like = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        state = manager.restore(step, args=ocp.args.StandardRestore(like))
         logging.info("pretrain %s: resumed at step %d", name, step)
     return step, state
 
@@ -212,7 +223,7 @@ def _write_metrics(out, model, corpus, held_rows, history, seconds, tokens) -> N
             "tokens_per_second": round(tokens / max(seconds, 1e-9)),
         },
     )
-    np.save(out / "held_out_rows.npy", held_rows)
+    on_main(np.save, out / "held_out_rows.npy", held_rows)
 
 
 def _batches(corpus: TokenizedCorpus, rows: np.ndarray, batch_size: int, mesh):
