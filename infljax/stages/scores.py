@@ -337,8 +337,9 @@ def _check_query_memory(name: str, shapes, args: ScoresArgs, seq: int, layout) -
     try:
         planning.check_stage(memory, group, work, layout, device, "config.scores.query_batch_size")
     except planning.PlanError as error:
-        args = ("queries", shapes, q.layer_groups, work, layout, chunk, device)
-        groups = planning.fewest_groups(*args)
+        groups = planning.fewest_groups(
+            "queries", shapes, q.layer_groups, work, layout, chunk, device
+        )
         more = f"; or config.scores.query_layer_groups={groups} fits" if groups else ""
         raise planning.PlanError(f"{error}{more}") from None
 
