@@ -231,7 +231,8 @@ def put(tree, sharding: Sharding | object):
     Then every process must hold the same host values: each places its own devices' pieces
     (no data crosses between processes), after checking a digest of the values against the
     other processes' (a mismatch raises instead of computing with different inputs).
-    Leaves already placed as asked are kept.
+    Leaves already placed as asked are kept; arrays already spread over several processes'
+    devices (e.g. FSDP-split) are resharded on the devices (every process must call this).
     """
     if process_count() == 1:
         return jax.device_put(tree, sharding)
@@ -246,12 +247,19 @@ def put(tree, sharding: Sharding | object):
         for i, (x, s) in enumerate(zip(leaves, shardings, strict=True))
         if not (isinstance(x, jax.Array) and x.sharding == s)
     ]
-    if todo:
-        host = {i: _host_value(leaves[i]) for i in todo}
+    spread = [i for i in todo if _spread(leaves[i])]
+    for i in spread:
+        leaves[i] = jax.jit(lambda x: x, out_shardings=shardings[i])(leaves[i])
+    host = {i: _host_value(leaves[i]) for i in todo if i not in spread}
+    if host:
         _check_same_on_all_processes(list(host.values()))
         for i, value in host.items():
             leaves[i] = _from_host(value, shardings[i])
     return treedef.unflatten(leaves)
+
+
+def _spread(x) -> bool:
+    return isinstance(x, jax.Array) and not x.is_fully_addressable
 
 
 def _from_host(value: np.ndarray, sharding: Sharding) -> jax.Array:
