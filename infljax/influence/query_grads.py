@@ -35,6 +35,7 @@ from infljax.distributed import (
 from infljax.influence.measurement import QueryTokens, completion_batch
 from infljax.models.capture import capture, layer_groups
 from infljax.models.losses import Batch
+from infljax.multihost import process_count
 
 SVD_METHODS = ("exact", "randomized")
 
@@ -231,6 +232,7 @@ def make_query_plan_fn(
     damping: DampingArgs,
     args: QueryArgs,
     placement: str = "replicated",
+    factorise_here: bool = True,
 ) -> Callable:
     """A jitted `(state, batch, rows, factors) -> {layer: LayerQueries}` of every row of the
     batch: capture, then per layer the per-sequence gradient, its preconditioning and its
@@ -239,7 +241,9 @@ def make_query_plan_fn(
 
     The batch and `rows` (each row's query index, seeding its randomized sketch) are split over
     ``data``: each device prepares its own queries. The state and the factors are replicated or
-    FSDP-split (`placement`), gathered a block (`capture`) or a layer at a time.
+    FSDP-split (`placement`), gathered a block (`capture`) or a layer at a time. Without
+    `factorise_here` the step returns the dense preconditioned gradients (`prepare_queries`
+    factorises them on the host where the devices should not).
     """
     split = placement == "fsdp"
 
@@ -253,7 +257,7 @@ def make_query_plan_fn(
                 layer_factors = gather(layer_factors, factor_specs[path])
             grads = jnp.einsum("bto,bti->boi", g, io[path].a)
             pre = precondition(strategy, layer_factors, grads, damping)
-            if args.rank == 0:
+            if args.rank == 0 or not factorise_here:
                 return DenseQueries(pre)
             return factorise(pre, args, query_keys(args.seed, path, rows))
 
@@ -295,23 +299,35 @@ def prepare_queries(
     """
     damping = DampingArgs() if damping is None else damping
     state = on_mesh(state, mesh)
+    here = _factorise_on_devices(mesh)
     out = {}
     for group in layer_groups(list(layers), args.layer_groups):
-        plan_fn = make_query_plan_fn(graphdef, group, mesh, strategy, damping, args, placement)
+        plan_fn = make_query_plan_fn(
+            graphdef, group, mesh, strategy, damping, args, placement, here
+        )
         placed = None if factors is None else place({p: factors[p] for p in group}, mesh, placement)
-        out.update(_prepare_group(plan_fn, state, queries, placed, mesh, args.batch_size))
+        out.update(_prepare_group(plan_fn, state, queries, placed, mesh, args, here))
     return out
 
 
-def _prepare_group(plan_fn, state, queries: QueryTokens, factors, mesh, batch_size: int):
-    size = -(-batch_size // mesh.shape["data"]) * mesh.shape["data"]
+def _factorise_on_devices(mesh: jax.sharding.Mesh) -> bool:
+    """Whether the SVDs run inside the query step. Not on CPU devices of several processes:
+    there, LAPACK calls inside a program with cross-process (gloo) collectives hung 2 runs in
+    10 (never in 12 with the SVD on the host); the cause is not known (README "Failures")."""
+    return not (process_count() > 1 and mesh.devices.flat[0].platform == "cpu")
+
+
+def _prepare_group(plan_fn, state, queries: QueryTokens, factors, mesh, args, here: bool):
+    size = -(-args.batch_size // mesh.shape["data"]) * mesh.shape["data"]
     parts = []
     for start in range(0, queries.num_queries, size):
         rows = np.arange(start, min(start + size, queries.num_queries))
         ids = np.concatenate([rows, np.full(size - len(rows), -1)]).astype(np.int32)
         batch = shard_batch((_padded(queries, rows, size), ids), mesh)
-        out = to_host(plan_fn(state, *batch, factors))
-        parts.append(_first_rows(out, len(rows)))
+        out = _first_rows(to_host(plan_fn(state, *batch, factors)), len(rows))
+        if args.rank and not here:
+            out = jax.device_get(compress({p: q.grads for p, q in out.items()}, args, start))
+        parts.append(out)
     return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
 
 
