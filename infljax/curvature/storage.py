@@ -12,6 +12,7 @@ model's MLP factors are ~450 GB in float32). Factors written before this layout 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -91,8 +92,9 @@ def save_factors(directory: str | Path, factors: Factors, counts: Counts | None 
 
 class FactorStore(Mapping):
     """The fitted factors of a directory as a read-only mapping {layer path: LayerFactors}
-    that reads a layer from disk each time it is looked up (nothing is cached): take the
-    layers you need, a group at a time. `load_factors` reads them all at once."""
+    that reads a layer from disk each time it is looked up (nothing is cached, except a
+    format-1 directory's single pytree, read once): take the layers you need, a group at a
+    time. `load_factors` reads them all at once."""
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
@@ -110,11 +112,16 @@ class FactorStore(Mapping):
     def __getitem__(self, path: str) -> LayerFactors:
         if path not in self.shapes:
             raise KeyError(path)
-        like = _factors_like(*self.shapes[path], self.dtype)
         if self.version == 1:
-            whole = {p: _factors_like(*shape, self.dtype) for p, shape in self.shapes.items()}
-            return restore_pytree(self.directory / ARRAYS_DIR, whole)[path]
+            return self._format1[path]
+        like = _factors_like(*self.shapes[path], self.dtype)
         return restore_pytree(self.directory / LAYERS_DIR / path, like)
+
+    @functools.cached_property
+    def _format1(self) -> Factors:
+        """Every layer of a format-1 directory (one pytree: read whole, once)."""
+        whole = {p: _factors_like(*shape, self.dtype) for p, shape in self.shapes.items()}
+        return restore_pytree(self.directory / ARRAYS_DIR, whole)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.shapes)
@@ -137,9 +144,6 @@ def load_factors(directory: str | Path) -> Factors:
     Raises FileNotFoundError when `directory` holds no complete factors.
     """
     store = open_factors(directory)
-    if store.version == 1:
-        whole = {p: _factors_like(*shape, store.dtype) for p, shape in store.shapes.items()}
-        return restore_pytree(store.directory / ARRAYS_DIR, whole)
     return {path: store[path] for path in store}
 
 
