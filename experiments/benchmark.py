@@ -12,8 +12,8 @@ and of one lambda-pass step (each compiled and warmed up first, then `--repeats`
 ended by block_until_ready), one scoring step (Q=100 queries at rank 32, the contraction chosen
 in the label; goal ≥ 0.7 on d_model ≥ 256), the ratios (goals: covariance ≥ 0.8, lambdas ≥ 0.5)
 and the memory of each compiled step (arguments + outputs + temporaries, from XLA's memory
-analysis), plus the device's peak where the backend reports one. Numbers are printed, never
-asserted.
+analysis) beside the planner's estimate of it (`infljax.planning.estimate`), plus the device's
+peak where the backend reports one. Numbers are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -47,12 +47,14 @@ from infljax.influence.scoring import ScoreArgs, make_plan, make_score_fn
 from infljax.models.capture import DEFAULT_LAYERS, select_layers
 from infljax.models.decoder import Decoder, DecoderConfig, num_params
 from infljax.models.losses import Batch, summed_nll
-from infljax.planning import compiled_bytes
+from infljax.planning import Layout, ModelShapes, Workload, compiled_bytes, estimate
 from infljax.platform import setup
 
 PRESETS = {
     # configs/demo.py's small model.
     "demo_small": dict(d_model=64, num_layers=2, num_heads=2, d_ff=256),
+    # configs/demo.py's large model, the largest tiny checkpoint the pipeline trains.
+    "demo_large": dict(d_model=96, num_layers=3, num_heads=4, d_ff=384),
     "d256": dict(d_model=256, num_layers=4, num_heads=4, d_ff=1024),
 }
 
@@ -72,6 +74,9 @@ _IHVP = flags.DEFINE_bool("ihvp_table", False, "Print the IHVP accuracy table in
 _SCORE_QUERIES = flags.DEFINE_integer("score_queries", 100, "Scoring: queries (DESIGN §9: 100).")
 _SCORE_RANK = flags.DEFINE_integer("score_rank", 32, "Scoring: rank of the query gradients.")
 _CONTRACTION = flags.DEFINE_string("contraction", "auto", "Scoring: auto | dense | lowrank.")
+_PRECISION = flags.DEFINE_string(
+    "matmul_precision", "highest", "Float32 matmuls, as config.matmul_precision: highest | default."
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +85,7 @@ class Measurement:
     seconds_per_step: float
     tokens_per_step: int
     compiled_bytes: int | None
+    planned_bytes: int | None = None  # `infljax.planning.estimate` of the same step
 
     @property
     def tokens_per_second(self) -> float:
@@ -148,7 +154,8 @@ class _FitSteps:
         step = passes.covariance_step.lower(params, sums, seed, rb, **self.static).compile()
         seconds, sums = _time(lambda s: step(params, s, seed, rb)[0], sums, self.repeats)
         n = int(rb.batch.inputs.size)
-        return Measurement("covariance", seconds, n, compiled_bytes(step)), sums
+        planned = _planned("covariance", self.model, self.layers, self.mesh, rb.batch)
+        return Measurement("covariance", seconds, n, compiled_bytes(step), planned), sums
 
     def lambdas(self, covariance_sums: dict) -> Measurement:
         seed, rb, params = jnp.asarray(0, jnp.uint32), self.row_batch, self.params
@@ -160,7 +167,10 @@ class _FitSteps:
             params, bases, sums, seed, rb, chunk=self.chunk, **self.static
         ).compile()
         seconds, _ = _time(lambda s: step(params, bases, s, seed, rb)[0], sums, self.repeats)
-        return Measurement("lambdas", seconds, n, compiled_bytes(step))
+        planned = _planned(
+            "lambdas", self.model, self.layers, self.mesh, rb.batch, lambda_chunk=self.chunk
+        )
+        return Measurement("lambdas", seconds, n, compiled_bytes(step), planned)
 
 
 def _scoring(model, layers, graphdef, params, batch: Batch, mesh, repeats: int) -> Measurement:
@@ -184,7 +194,26 @@ def _scoring(model, layers, graphdef, params, batch: Batch, mesh, repeats: int) 
     compiled = compiled.compile()
     seconds, _ = _time(lambda _: compiled(params, batch, plan, None), None, repeats)
     label = f"scores Q={q} r={r} ({'+'.join(sorted(set(choices.values())))})"
-    return Measurement(label, seconds, b * t, compiled_bytes(compiled))
+    planned = _planned(
+        "scores",
+        model,
+        layers,
+        mesh,
+        batch,
+        choices,
+        queries=q,
+        rank=r,
+        contraction=score_args.contraction,
+    )
+    return Measurement(label, seconds, b * t, compiled_bytes(compiled), planned)
+
+
+def _planned(stage, model, layers, mesh, batch: Batch, choices=None, **work) -> int:
+    """The planner's per-device bytes for the step being timed (`infljax.planning`)."""
+    b, t = batch.inputs.shape
+    workload = Workload(seq=t, fisher=FactorArgs().fisher, **work)
+    shapes = ModelShapes.of(model, layers)
+    return estimate(stage, shapes, workload, Layout.of_mesh(mesh), b, choices).total
 
 
 def _forward_backward(graphdef, params, batch: Batch, repeats: int, n_tokens: int) -> Measurement:
@@ -199,11 +228,13 @@ def _forward_backward(graphdef, params, batch: Batch, repeats: int, n_tokens: in
 def _print_table(title: str, measurements: list[Measurement]) -> None:
     base = measurements[0].tokens_per_second
     print(f"\n{title}")
-    print(f"  {'stage':<32}{'tokens/s':>12}{'ratio':>8}{'compiled MiB':>15}")
+    print(f"  {'stage':<32}{'tokens/s':>12}{'ratio':>8}{'compiled MiB':>15}{'planned MiB':>14}")
     for m in measurements:
-        mib = "n/a" if m.compiled_bytes is None else f"{m.compiled_bytes / 2**20:.1f}"
+        mib = [
+            "n/a" if n is None else f"{n / 2**20:.1f}" for n in (m.compiled_bytes, m.planned_bytes)
+        ]
         ratio = m.tokens_per_second / base
-        print(f"  {m.name:<32}{m.tokens_per_second:>12.0f}{ratio:>8.2f}{mib:>15}")
+        print(f"  {m.name:<32}{m.tokens_per_second:>12.0f}{ratio:>8.2f}{mib[0]:>15}{mib[1]:>14}")
 
 
 def _print_peaks() -> None:
@@ -330,7 +361,16 @@ def main(argv):
     if _IHVP.value:
         print_ihvp_table()
         return
-    print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}")
+    print(
+        f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; "
+        f"float32 matmuls: {_PRECISION.value}"
+    )
+    with jax.default_matmul_precision(_PRECISION.value):
+        _benchmark_all()
+    _print_peaks()
+
+
+def _benchmark_all() -> None:
     for name, cfg in model_configs().items():
         n = num_params(nnx.eval_shape(lambda cfg=cfg: Decoder(cfg, rngs=nnx.Rngs(0))))
         title = (
@@ -338,7 +378,6 @@ def main(argv):
             f"params={n:,} batch={_BATCH.value}x{cfg.max_length} {cfg.param_dtype}"
         )
         _print_table(title, benchmark_model(cfg, _BATCH.value, _REPEATS.value))
-    _print_peaks()
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 from absl import app, flags
 
 from infljax import planning
-from infljax.models.capture import DEFAULT_LAYERS, layer_groups
+from infljax.models.capture import DEFAULT_LAYERS
 from infljax.models.convert import ConvertArgs, decoder_config
 
 # c4ai-command-r-v01's config.json (CohereForAI/c4ai-command-r-v01 on the Hugging Face hub).
@@ -91,13 +91,6 @@ def choices(stage: str, devices: int, num_layers: int) -> list[Choice]:
     return out + [Choice(f"fsdp, one layer at a time{star}", fsdp, num_layers)]
 
 
-def grouped(shapes: planning.ModelShapes, groups: int) -> planning.ModelShapes:
-    """The largest of `groups` contiguous groups of the tracked layers (one pass each), as the
-    factors stage forms them (`infljax.stages.factors.layer_groups`)."""
-    first = layer_groups(list(shapes.layers), groups)[0]  # the first groups are the largest
-    return dataclasses.replace(shapes, layers={p: shapes.layers[p] for p in first})
-
-
 @dataclasses.dataclass(frozen=True)
 class Row:
     stage: str
@@ -111,7 +104,10 @@ def plan_stage(stage, shapes, work, devices: int, device_bytes: int, headroom: f
     at one sequence per device."""
     cap = work.queries if stage == "queries" else 4096 * devices
     for choice in choices(stage, devices, len(shapes.layers)):
-        group = grouped(shapes, choice.groups)
+        # the group that needs the most, judged at one sequence per device
+        group, _ = planning.largest_group(
+            stage, shapes, choice.groups, work, choice.layout, devices
+        )
         args = (stage, group, work, choice.layout)
         try:
             batch = planning.largest_batch(*args, device_bytes, headroom, max_batch=cap)

@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import jax
 from absl import logging
 from ml_collections import ConfigDict
 
@@ -60,7 +61,10 @@ def registered_stages() -> list[str]:
 
 
 def run_stages(config: ConfigDict, workdir: str | Path, only: list[str] | None = None) -> None:
-    """Run the enabled stages in order. `only` restricts to named stages (validated)."""
+    """Run the enabled stages in order. `only` restricts to named stages (validated).
+
+    Float32 matrix products run at ``config.matmul_precision`` (default "highest": true float32;
+    JAX's own default is TF32 on recent NVIDIA GPUs and one bfloat16 pass on TPUs)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     available = registered_stages()
@@ -72,13 +76,14 @@ def run_stages(config: ConfigDict, workdir: str | Path, only: list[str] | None =
         _check_multiprocess(wanted)
     text = config.to_json_best_effort(indent=2, sort_keys=True)
     on_main((workdir / "config.json").write_text, text)
-    for name in available:
-        if name in wanted:
-            logging.info("stage %s", name)
-            if name in MAIN_PROCESS:
-                on_main(_STAGES[name], config, workdir)
-            else:
-                _STAGES[name](config, workdir)
+    with jax.default_matmul_precision(config.get("matmul_precision", "highest")):
+        for name in available:
+            if name in wanted:
+                logging.info("stage %s", name)
+                if name in MAIN_PROCESS:
+                    on_main(_STAGES[name], config, workdir)
+                else:
+                    _STAGES[name](config, workdir)
 
 
 def _check_multiprocess(wanted: list[str]) -> None:

@@ -520,6 +520,10 @@ def _breakdowns(
     if args.rescore_top_k and args.queries.rank:
         top = _top_scored(result.scores, scored, args.rescore_top_k)
         score_fn = scoring.make_score_fn(graphdef, layers, mesh, placement=placement)
+        if factors is not None and args.queries.layer_groups == 1:
+            # Read and placed once for every chunk (with several groups each chunk reads each
+            # group's factors again: holding them all is what the groups avoid).
+            factors = place({p: factors[p] for p in layers}, mesh, placement)
         rescored = []
         for start in range(0, tokens.num_queries, args.queries.batch_size):
             # One chunk of queries' full-rank gradients at a time: [chunk, d_out, d_in] per layer.

@@ -18,11 +18,13 @@ from infljax.curvature import (
     check_finite_parameters,
     curvature_eigenvalues,
     curvature_matrix,
+    eigendecompose,
     fit_factors,
     precondition,
     safe_eigh,
 )
 from infljax.curvature.exact import exact_fisher, per_sequence_gradients
+from infljax.curvature.state import Counts, CovarianceSums, Statistics
 from infljax.distributed import make_mesh, param_specs
 from infljax.models.losses import Batch
 from infljax.stages.factors import row_batches
@@ -157,6 +159,23 @@ def test_eigh_on_host_equals_eigh_on_device():
         assert close(x, y)
     vals, vecs = host
     assert close((vecs * vals) @ vecs.T, m)
+
+
+def test_eigendecomposition_shared_over_devices_equals_host():
+    # 5 layers = 10 factors over the 8 CPU devices: two waves, the second one partial.
+    rng = np.random.default_rng(1)
+
+    def spd(n):
+        m = rng.normal(size=(n, n))
+        return m @ m.T
+
+    sums = {f"layer{i}": CovarianceSums(spd(3 + i), spd(7 - i)) for i in range(5)}
+    stats = Statistics(sums, Counts(tokens=11, sequences=3))
+    host, devices = eigendecompose(stats, on_host=True), eigendecompose(stats, on_host=False)
+    assert len(jax.local_devices()) == 8
+    for path in sums:
+        for x, y in zip(jax.tree.leaves(host[path]), jax.tree.leaves(devices[path]), strict=True):
+            assert close(x, y)
 
 
 def test_fit_factors_needs_reiterable_batches(trained_model, layers):
