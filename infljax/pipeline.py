@@ -17,6 +17,7 @@ from absl import logging
 from ml_collections import ConfigDict
 
 from infljax.multihost import on_main, process_count
+from infljax.workdir import local_workdir
 
 StageFn = Callable[[ConfigDict, Path], None]
 
@@ -65,7 +66,7 @@ def run_stages(config: ConfigDict, workdir: str | Path, only: list[str] | None =
 
     Float32 matrix products run at ``config.matmul_precision`` (default "highest": true float32;
     JAX's own default is TF32 on recent NVIDIA GPUs and one bfloat16 pass on TPUs)."""
-    workdir = Path(workdir)
+    workdir = local_workdir(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     available = registered_stages()
     wanted = list(config.stages) if only is None else only

@@ -18,7 +18,7 @@ from infljax.data.tokenization import TokenizerError
 from infljax.models.architectures import CheckpointError
 from infljax.multihost import ProcessArgs, exit_on_failure, initialize, is_main
 from infljax.pipeline import run_stages
-from infljax.workdir import report_dir
+from infljax.workdir import WorkdirError, report_dir
 
 # Errors the user must act on: shown as one message, not a traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (
@@ -26,6 +26,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     CorpusError,
     TokenizerError,
     CheckpointError,
+    WorkdirError,
 )
 
 QUIET_LIBRARIES = ("/orbax/", "/jax/_src/")

@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+
+class WorkdirError(ValueError):
+    """The workdir cannot be used (a URL instead of a path)."""
+
+
+def local_workdir(workdir: str | Path) -> Path:
+    """`workdir` as a path of the file system; a URL (gs://, s3://, ...) is refused with how to
+    use a bucket: every stage reads and writes files (json, npy, parquet, orbax, html) through
+    the file system, so a bucket is mounted (README "Multi-host runs": Cloud Storage FUSE)."""
+    text = str(workdir)
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text):
+        raise WorkdirError(
+            f"workdir {text!r} is a URL; infljax writes its workdir through the file system. "
+            "Mount the bucket (e.g. gcsfuse --implicit-dirs BUCKET /mnt/BUCKET, README "
+            '"Multi-host runs") and pass the mounted path'
+        )
+    return Path(workdir)
 
 
 def world_dir(workdir: Path) -> Path:

@@ -54,3 +54,10 @@ def test_changed_arguments_are_refused_naming_the_argument(smoke_workdir):
     assert result.returncode != 0
     assert "corpus.max_length: 160 -> 150" in result.stderr
     assert "overwrite" in result.stderr
+
+
+def test_a_url_workdir_is_refused_with_how_to_mount_the_bucket():
+    result = run("gs://bucket/runs/demo", "--stages=world")
+    assert result.returncode != 0
+    assert "gcsfuse" in result.stderr and "Traceback" not in result.stderr
+    assert not (ROOT / "gs:").exists()  # nothing written to a local directory named gs:
