@@ -41,6 +41,7 @@ device runs the full model on its data shard.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import jax
@@ -359,20 +360,25 @@ class _Parts:
         """Split parameters gathered block by block (`infljax.models.capture`)."""
         return self.layout.param_shards > 1
 
-    def _factor_state(self, name: str, total: int, layer: int) -> Part:
-        """Factor state of `total` elements (`layer` for the largest layer): this device's
-        share and what the step gathers."""
-        kept, gathered = self._split(self.layout.factor_shards, total, layer)
+    def _factor_state(self, name: str, per_layer: list[Shapes]) -> Part:
+        """Factor state (the arrays of each layer): this device's share and what the step
+        gathers, one layer's split arrays at a time."""
+        shards = self.layout.factor_shards
+        kept = sum(_kept(a, shards) for arrays in per_layer for a in arrays)
+        gathered = max(
+            sum(math.prod(a) for a in arrays if _is_split(a, shards)) for arrays in per_layer
+        )
         return name, (kept + gathered) * self.shapes.stats_itemsize
 
-    def _sums(self, total: int, layer: int) -> Parts:
-        """A pass's sums (`total` elements, `layer` for the largest layer): the running ones and
-        this batch's, formed one layer at a time (`infljax.distributed.in_sequence`). Split
-        over devices, each layer's are formed in full and reduce-scattered into a second slice.
-        """
+    def _sums(self, per_layer: list[Shapes]) -> Parts:
+        """A pass's sums (the arrays of each layer): the running ones and this batch's, formed
+        one layer at a time (`infljax.distributed.in_sequence`). A split array's are formed in
+        full and reduce-scattered into a second slice; the others are all-reduced in place."""
         shards, itemsize = self.layout.factor_shards, self.shapes.stats_itemsize
-        running = total if shards == 1 else 2 * (total // shards)
-        return [("factor sums", running * itemsize), ("batch sums", layer * itemsize)]
+        arrays = [a for layer in per_layer for a in layer]
+        running = sum(2 * _kept(a, shards) if _is_split(a, shards) else _kept(a, 1) for a in arrays)
+        batch = max(sum(math.prod(a) for a in layer) for layer in per_layer)
+        return [("factor sums", running * itemsize), ("batch sums", batch * itemsize)]
 
     def _activations(self, weight_grads: bool = False, sampled: bool = False) -> Parts:
         """The activations kept for the backward pass, and the logits."""
@@ -405,23 +411,23 @@ class _Parts:
     def covariance(self) -> Parts:
         """A and S sums; `a` and `g` in the statistics dtype (Σ a aᵀ needs no `g`, so one
         layer's are live at a time)."""
-        square = [o * o + i * i for o, i in self.shapes.layers.values()]
+        square = [[(o, o), (i, i)] for o, i in self.shapes.layers.values()]
         model = self._model(sampled=self.work.fisher == "true")
         captured = self._captured(self.shapes.stats_itemsize, inputs=False)
-        return model + self._sums(sum(square), max(square)) + [captured]
+        return model + self._sums(square) + [captured]
 
     def lambdas(self) -> Parts:
         """Eigenbases; Λ and diagonal sums; `a`, `g` and their rotations; the largest layer's
         chunk of per-sequence gradients (plain and rotated)."""
         layers = self.shapes.layers.values()
-        square = [o * o + i * i + o + i for o, i in layers]
-        products = [2 * o * i for o, i in layers]
+        bases = [[(o, o), (i, i), (o,), (i,)] for o, i in layers]
+        products = [[(o, i), (o, i)] for o, i in layers]
         chunk = min(self.work.lambda_chunk, self.local) * max(o * i for o, i in layers)
         itemsize = self.shapes.stats_itemsize
         return (
             self._model(sampled=self.work.fisher == "true")
-            + [self._factor_state("eigenvectors", sum(square), max(square))]
-            + self._sums(sum(products), max(products))
+            + [self._factor_state("eigenvectors", bases)]
+            + self._sums(products)
             + [self._captured(itemsize, in_flight=2), ("lambda chunk", 2 * chunk * itemsize)]
         )
 
@@ -435,7 +441,7 @@ class _Parts:
         s, w, local = self.shapes, self.work, self.local
         layers = s.layers.values()
         o, i = max(layers, key=lambda oi: oi[0] * oi[1])
-        factors = [o * o + i * i + 2 * o * i for o, i in layers]
+        factors = [[(o, o), (i, i), (o, i), (o, i)] for o, i in layers]
         per_query = sum(o * i if w.rank == 0 else min(w.rank, o, i) * (o + i) for o, i in layers)
         itemsize = s.stats_itemsize
         layer_work = [
@@ -449,7 +455,7 @@ class _Parts:
             + larger
             + [
                 self._captured(s.itemsize),
-                self._factor_state("factors", sum(factors), max(factors)),
+                self._factor_state("factors", factors),
                 ("query factors", local * per_query * itemsize),
             ]
         )
@@ -469,9 +475,9 @@ class _Parts:
             ("outputs", ((len(s.layers) + 1) * w.queries + 2) * local * _F32),
         ]
         if w.self_influence:
-            factors = [o * o + i * i + o * i for o, i in s.layers.values()]
+            factors = [[(o, o), (i, i), (o, i)] for o, i in s.layers.values()]
             ihvp = 3 * local * max(o * i for o, i in s.layers.values()) * s.stats_itemsize
-            parts += [self._factor_state("factors", sum(factors), max(factors))]
+            parts += [self._factor_state("factors", factors)]
             parts += [("self-influence", ihvp)]
         return parts
 
@@ -487,6 +493,21 @@ class _Parts:
         layer's gathered."""
         kept, gathered = self._split(self.layout.factor_shards, sum(per_layer), max(per_layer))
         return kept + gathered
+
+
+Shapes = list[tuple[int, ...]]  # the shapes of one layer's arrays
+
+
+def _is_split(shape: tuple[int, ...], shards: int) -> bool:
+    """Whether an array of `shape` is split over `shards` devices at rest: as
+    `infljax.distributed.param_spec` splits it, along a dimension `shards` divides (else it is
+    kept whole on every device, e.g. the A factor of a layer with a bias when d_in + 1 is odd)."""
+    return shards > 1 and any(n % shards == 0 for n in shape)
+
+
+def _kept(shape: tuple[int, ...], shards: int) -> int:
+    """Elements of an array of `shape` a device keeps at rest."""
+    return math.prod(shape) // (shards if _is_split(shape, shards) else 1)
 
 
 def _svd_elements(work: Workload, d_out: int, d_in: int) -> int:

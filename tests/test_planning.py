@@ -9,6 +9,7 @@ keeps a few temporaries (layout copies, reduction scratch) that no shape formula
 """
 
 import dataclasses
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from flax import nnx
 from infljax import planning, training
 from infljax.curvature import DampingArgs, passes
 from infljax.curvature.state import Eigenbasis, LayerFactors, zero_covariance, zero_lambdas
-from infljax.distributed import make_mesh, place, replicate, shard_batch
+from infljax.distributed import make_mesh, param_spec, place, replicate, shard_batch
 from infljax.influence import query_grads
 from infljax.influence.query_grads import LowRankQueries
 from infljax.influence.scoring import ScoreArgs, make_plan, make_score_fn
@@ -220,7 +221,14 @@ def test_fsdp_splits_parameters_and_factors_at_rest_and_the_step_gathers_a_layer
     # the step gathers one block and what lies outside the blocks
     assert parts["fsdp"]["gathered"] == shapes.block_params * 4 + outside
     assert parts["replicated"]["eigenvectors"] == sum(square) * 4
-    assert parts["fsdp"]["eigenvectors"] == (sum(square) // 2 + max(square)) * 4
+    # at rest an array is split as `param_spec` splits it (the A factors here, d_in + 1 odd, stay
+    # whole); the step gathers one layer's split arrays
+    arrays = [[(o, o), (i, i), (o,), (i,)] for o, i in shapes.layers.values()]
+    split = lambda shape: "data" in tuple(param_spec(shape, mesh2, "fsdp"))  # noqa: E731
+    kept = sum(math.prod(a) // (2 if split(a) else 1) for layer in arrays for a in layer)
+    gathered = max(sum(math.prod(a) for a in layer if split(a)) for layer in arrays)
+    assert gathered < max(square)  # some arrays are not split
+    assert parts["fsdp"]["eigenvectors"] == (kept + gathered) * 4
     for name in layouts:  # one layer's batch statistics at a time
         assert parts[name]["batch sums"] == widest * 4
 
