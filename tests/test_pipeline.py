@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
+
+from configs.demo import get_config
+from infljax import pipeline
 
 ROOT = Path(__file__).parent.parent
 
@@ -61,3 +65,21 @@ def test_a_url_workdir_is_refused_with_how_to_mount_the_bucket():
     assert result.returncode != 0
     assert "gcsfuse" in result.stderr and "Traceback" not in result.stderr
     assert not (ROOT / "gs:").exists()  # nothing written to a local directory named gs:
+
+
+@pytest.mark.parametrize("precision", ["highest", "default"])
+def test_stages_run_at_the_configured_matmul_precision(monkeypatch, tmp_path, precision):
+    seen = []
+    pipeline.registered_stages()  # the built-in stages, before one is replaced
+    monkeypatch.setitem(
+        pipeline._STAGES, "world", lambda config, workdir: seen.append(_precision())
+    )
+    config = get_config("smoke")
+    config.unlock().matmul_precision = precision
+    pipeline.run_stages(config, tmp_path, only=["world"])
+    assert seen == [precision]
+    assert _precision() is None  # restored after the run
+
+
+def _precision():
+    return jax.config.jax_default_matmul_precision
