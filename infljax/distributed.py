@@ -83,18 +83,27 @@ def replicate(tree, mesh: Mesh):
 
 
 def param_spec(shape: tuple[int, ...], mesh: Mesh, placement: str) -> PartitionSpec:
-    """A parameter's spec: replicated, or (fsdp) split over ``data`` along its largest dimension
-    divisible by the axis size (replicated when none is, e.g. a scalar or an odd-sized bias)."""
+    """A parameter's spec: replicated, or (fsdp) split over ``data`` along `split_axis`."""
     size = mesh.shape["data"]
     if placement not in PLACEMENTS:
         raise ValueError(f"unknown parameter placement {placement!r}; valid: {PLACEMENTS}")
     spec: list[str | None] = [None] * len(shape)
-    if placement == "fsdp" and size > 1:
-        for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
-            if shape[axis] % size == 0:
-                spec[axis] = "data"
-                break
+    axis = split_axis(shape, size) if placement == "fsdp" else None
+    if axis is not None:
+        spec[axis] = "data"
     return PartitionSpec(*spec)
+
+
+def split_axis(shape: tuple[int, ...], size: int) -> int | None:
+    """The dimension FSDP splits an array of `shape` along over `size` devices: its largest
+    dimension divisible by `size`, the first of equals (None: kept whole, e.g. a scalar or an
+    odd-sized bias, or when `size` is 1)."""
+    if size == 1:
+        return None
+    for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
+        if shape[axis] % size == 0:
+            return axis
+    return None
 
 
 def param_specs(tree, mesh: Mesh, placement: str):

@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from infljax.distributed import split_axis
 from infljax.influence import scoring
 from infljax.influence.query_grads import DenseQueries, LowRankQueries
 from infljax.models.capture import DEFAULT_LAYERS, layer_groups, layer_module, select_layers
@@ -346,13 +347,20 @@ class _Parts:
 
     def _params(self, in_step: bool = True) -> Parts:
         """Parameters at rest and, `in_step`, what the step gathers when they are split: one
-        block and everything outside the blocks (embeddings, final norm, head)."""
-        s = self.shapes
+        block and everything outside the blocks (final norm, position embeddings), and the
+        embedding and head unless they are vocabulary-parallel; then every device's tokens'
+        last hidden states [data × local, T, d] and their gradient, or their embedding rows,
+        which live while no block is gathered (counted as the larger of the two)."""
+        s, shards = self.shapes, self.layout.param_shards
         outside = s.params - s.cfg.num_layers * s.block_params
-        kept, gathered = self._split(self.layout.param_shards, s.params, s.block_params + outside)
+        states = 0
+        if vocab_parallel(s.cfg, shards):
+            outside -= s.cfg.vocab_size * s.cfg.d_model * (1 if s.cfg.tie_embeddings else 2)
+            states = 2 * self.layout.data * self._tokens * s.cfg.d_model
+        kept, gathered = self._split(shards, s.params, s.block_params + outside)
         return [
             ("parameters", kept * s.itemsize),
-            ("gathered", gathered * s.itemsize if in_step else 0),
+            ("gathered", max(gathered, states) * s.itemsize if in_step else 0),
         ]
 
     @property
@@ -499,10 +507,19 @@ Shapes = list[tuple[int, ...]]  # the shapes of one layer's arrays
 
 
 def _is_split(shape: tuple[int, ...], shards: int) -> bool:
-    """Whether an array of `shape` is split over `shards` devices at rest: as
-    `infljax.distributed.param_spec` splits it, along a dimension `shards` divides (else it is
-    kept whole on every device, e.g. the A factor of a layer with a bias when d_in + 1 is odd)."""
-    return shards > 1 and any(n % shards == 0 for n in shape)
+    """Whether an array of `shape` is split over `shards` devices at rest (`split_axis`; else
+    it is kept whole on every device, e.g. the A factor of a layer with a bias when d_in + 1
+    is odd)."""
+    return split_axis(shape, shards) is not None
+
+
+def vocab_parallel(cfg: DecoderConfig, shards: int) -> bool:
+    """Whether FSDP over `shards` devices splits the embedding [V, d] (and an untied head
+    [d, V]) along the vocabulary, so that steps look up and score tokens vocabulary-parallel
+    instead of gathering them (`infljax.models.capture`)."""
+    v, d = cfg.vocab_size, cfg.d_model
+    head = cfg.tie_embeddings or split_axis((d, v), shards) == 1
+    return split_axis((v, d), shards) == 0 and head
 
 
 def _kept(shape: tuple[int, ...], shards: int) -> int:

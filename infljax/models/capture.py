@@ -19,7 +19,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec
 
 from infljax.distributed import after, gather
-from infljax.models.losses import Batch, sample_targets, summed_nll
+from infljax.models.losses import Batch, gumbel_noise, sample_targets, summed_nll
 from infljax.models.tracked import TrackedLinear
 
 DEFAULT_LAYERS = (r"blocks\.\d+\.mlp\..*",)
@@ -98,6 +98,11 @@ def capture(
     block's parameters at a time, just before the block runs, and the backward gathers them
     again (recomputing the block) instead of keeping them: a device holds its pieces, the
     embeddings and one block's parameters, never the whole model. Same results.
+
+    When the embedding (and an untied head) is split along the vocabulary, it is never gathered:
+    the lookup and the logits are vocabulary-parallel (each device looks up and scores every
+    device's tokens against its slice of the vocabulary; `_VocabSlice`), with the same labels
+    sampled (`losses.gumbel_noise`) and the same loss.
     """
     graphdef, state = nnx.split(model)
     forward = _Whole(graphdef, state) if specs is None else _Blockwise(graphdef, state, specs)
@@ -105,8 +110,12 @@ def capture(
 
     def loss_fn(perturbations):
         logits, inputs = forward(perturbations, batch.inputs)
-        targets = None if sample_key is None else _sample(sample_key, logits)
-        return summed_nll(logits, batch, targets), inputs
+        head = _VocabSlice() if isinstance(forward, _Blockwise) and forward.vocab_split else None
+        if head is None:
+            targets = None if sample_key is None else _sample(sample_key, logits)
+            return summed_nll(logits, batch, targets), inputs
+        targets = None if sample_key is None else head.sample(sample_key, logits)
+        return head.summed_nll(logits, batch, targets), inputs
 
     (loss, inputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(perturbations)
     return loss, {path: _layer_io(model, inputs, grads, path) for path in layers}
@@ -144,10 +153,23 @@ class _Blockwise:
     state: nnx.State  # this device's pieces
     specs: nnx.State  # how they are split
 
+    @property
+    def vocab_split(self) -> bool:
+        """Whether the embedding [V, d] (and an untied head [d, V]) is split along the
+        vocabulary: then neither is gathered (vocabulary-parallel lookup and logits)."""
+
+        def split(key: str, axis: int) -> bool:
+            spec = jax.tree.leaves(self.specs[key], is_leaf=_is_spec)[0]
+            return tuple(spec)[axis : axis + 1] == ("data",)
+
+        return split("embed", 0) and ("lm_head" not in self.state or split("lm_head", 1))
+
     def _model(self) -> nnx.Module:
         """The model with every parameter outside the blocks gathered (embeddings, final norm,
-        head); the blocks keep their pieces until they run."""
-        top = {k: v if k == "blocks" else gather(v, self.specs[k]) for k, v in self.state.items()}
+        head), except a vocabulary-split embedding and head; the blocks keep their pieces
+        until they run."""
+        kept = {"blocks"} | ({"embed", "lm_head"} if self.vocab_split else set())
+        top = {k: v if k in kept else gather(v, self.specs[k]) for k, v in self.state.items()}
         return nnx.merge(self.graphdef, nnx.State(top))
 
     def perturbations(self, tokens: jax.Array) -> nnx.State:
@@ -157,11 +179,78 @@ class _Blockwise:
 
     def __call__(self, perturbations: nnx.State, tokens: jax.Array):
         model = self._model()
-        x, inputs = model.embed_tokens(tokens), {}
+        vocab = _VocabSlice() if self.vocab_split else None
+        lookup = None if vocab is None else functools.partial(vocab.lookup, model.embed[...])
+        x, inputs = model.embed_tokens(tokens, lookup), {}
         for i, block in enumerate(model.blocks):
             run = _gathered_block(nnx.graphdef(block), self.specs["blocks"][i])
             x, inputs[i] = run(self.state["blocks"][i], perturbations["blocks"][i], x)
-        return model.unembed(x), {"blocks": inputs}
+        if vocab is None:
+            return model.unembed(x), {"blocks": inputs}
+        head = model.embed[...].T if model.lm_head is None else model.lm_head[...]
+        return vocab.logits(model, x, head), {"blocks": inputs}
+
+
+class _VocabSlice:
+    """Vocabulary-parallel embedding lookup, logits, labels and loss inside `jax.shard_map`:
+    this device holds rows [i·V/n, (i+1)·V/n) of the embedding (and columns of the head), with
+    i its index along ``data``. It works on every device's rows of the batch at once: the
+    logits are [B, T, V/n] for the global batch B = n·b instead of [b, T, V], the same size,
+    and the only gathered arrays are the tokens and the last hidden states [B, T, d] (not the
+    [V, d] table). Results equal the whole model's: the lookup sums one nonzero row; the loss
+    combines the slices' maxima and sums of exponentials; labels use `gumbel_noise`, which is
+    the same for a vocabulary slice as for the whole."""
+
+    @staticmethod
+    def _index() -> jax.Array:
+        return jax.lax.axis_index("data")
+
+    def lookup(self, piece: jax.Array, tokens: jax.Array) -> jax.Array:
+        """Embedding rows [b, T, d] of this device's `tokens` [b, T] from its slice `piece`:
+        every device looks up every device's tokens in its slice (zero where another slice
+        holds the id) and the sums reach their owners (reduce-scatter)."""
+        everyone = jax.lax.all_gather(tokens, "data", axis=0, tiled=True)
+        ids = everyone - self._index() * piece.shape[0]
+        mine = (ids >= 0) & (ids < piece.shape[0])
+        rows = jnp.where(mine[..., None], piece[jnp.clip(ids, 0, piece.shape[0] - 1)], 0)
+        return jax.lax.psum_scatter(rows, "data", scatter_dimension=0, tiled=True)
+
+    def logits(self, model: nnx.Module, x: jax.Array, head: jax.Array) -> jax.Array:
+        """Every device's last hidden states [b, T, d] -> logits [B, T, V/n] of this slice."""
+        return model.unembed(jax.lax.all_gather(x, "data", axis=0, tiled=True), head)
+
+    def sample(self, keys: jax.Array, logits: jax.Array) -> jax.Array:
+        """True-Fisher labels [B, T] of every device's rows (keys [b], one per local row):
+        Gumbel-max over each slice, then the best of the slices (the lowest id on ties, as
+        `jnp.argmax` over the whole vocabulary)."""
+        if keys.ndim != 1:
+            raise ValueError("vocabulary-parallel sampling needs one sample_key per sequence")
+        data = jax.lax.all_gather(jax.random.key_data(keys), "data", axis=0, tiled=True)
+        every_key = jax.random.wrap_key_data(data, impl=jax.random.key_impl(keys))
+        width = logits.shape[-1]
+        first = self._index() * width
+        noise = jax.vmap(lambda k: gumbel_noise(k, logits.shape[1:], first))(every_key)
+        score = jax.lax.stop_gradient(logits) + noise
+        best = jax.lax.all_gather(jnp.max(score, axis=-1), "data")  # [n, B, T]
+        label = jax.lax.all_gather(jnp.argmax(score, axis=-1) + first, "data")
+        winner = jnp.argmax(best, axis=0)
+        return jnp.take_along_axis(label, winner[None], axis=0)[0].astype(jnp.int32)
+
+    def summed_nll(self, logits: jax.Array, batch: Batch, targets: jax.Array | None) -> jax.Array:
+        """`losses.summed_nll` of this device's rows from the slice logits [B, T, V/n];
+        `targets` [B, T] of every device's rows (default: the batch's)."""
+        if targets is None:
+            targets = jax.lax.all_gather(batch.targets, "data", axis=0, tiled=True)
+        x = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+        width, rows = x.shape[-1], batch.targets.shape[0]
+        top = jax.lax.pmax(jax.lax.stop_gradient(jnp.max(x, axis=-1)), "data")
+        total = jax.lax.psum(jnp.sum(jnp.exp(x - top[..., None]), axis=-1), "data")
+        ids = targets - self._index() * width
+        mine = (ids >= 0) & (ids < width)
+        picked = jnp.take_along_axis(x, jnp.clip(ids, 0, width - 1)[..., None], axis=-1)[..., 0]
+        nll = top + jnp.log(total) - jax.lax.psum(jnp.where(mine, picked, 0), "data")
+        own = jax.lax.dynamic_slice_in_dim(nll, self._index() * rows, rows, axis=0)
+        return jnp.sum(batch.weights * own)
 
 
 def _gathered_block(graphdef: nnx.GraphDef, specs) -> Callable:
@@ -213,10 +302,15 @@ def _is_array(x) -> bool:
     return isinstance(x, jax.Array)
 
 
+def _is_spec(x) -> bool:
+    return isinstance(x, PartitionSpec)
+
+
 def _sample(key: jax.Array, logits: jax.Array) -> jax.Array:
-    """Labels [B, T] from logits [B, T, V]: one key for the batch, or keys [B] (one per row)."""
+    """Labels [B, T] from logits [B, T, V]: one key for the batch (row b samples with
+    `fold_in(key, b)`), or keys [B] (one per row)."""
     if key.ndim == 0:
-        return sample_targets(key, logits)
+        key = jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(logits.shape[0]))
     if key.shape != logits.shape[:1]:
         raise ValueError(
             f"sample_key must be one key or one key per sequence ({logits.shape[0]}), "

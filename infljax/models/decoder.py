@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -385,20 +386,23 @@ class Decoder(nnx.Module):
             x = block(x)
         return self.unembed(x)
 
-    def embed_tokens(self, tokens: jax.Array) -> jax.Array:
-        """Token ids [B, T] -> the first block's input [B, T, d_model]."""
+    def embed_tokens(self, tokens: jax.Array, lookup: Callable | None = None) -> jax.Array:
+        """Token ids [B, T] -> the first block's input [B, T, d_model]. `lookup(tokens)`
+        replaces the embedding lookup (vocabulary-parallel under FSDP)."""
         t = tokens.shape[1]
         if t > self.cfg.max_length:
             raise ValueError(f"sequence length {t} exceeds max_length {self.cfg.max_length}")
-        x = self.embed[...][tokens]
+        x = self.embed[...][tokens] if lookup is None else lookup(tokens)
         if self.pos_embed is not None:
             x = x + self.pos_embed[...][:t][None]
         return x
 
-    def unembed(self, x: jax.Array) -> jax.Array:
-        """The last block's output [B, T, d_model] -> logits [B, T, vocab]."""
+    def unembed(self, x: jax.Array, head: jax.Array | None = None) -> jax.Array:
+        """The last block's output [B, T, d_model] -> logits [B, T, vocab]. `head` [d_model, V']
+        replaces the output embedding (a slice of the vocabulary under FSDP)."""
         x = self.ln_f(x)
-        head = self.embed[...].T if self.lm_head is None else self.lm_head[...]
+        if head is None:
+            head = self.embed[...].T if self.lm_head is None else self.lm_head[...]
         logits = x @ head.astype(x.dtype)
         return logits if self.cfg.logit_scale == 1.0 else logits * self.cfg.logit_scale
 

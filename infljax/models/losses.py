@@ -62,8 +62,23 @@ def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def sample_targets(key: jax.Array, logits: jax.Array) -> jax.Array:
-    """True-Fisher labels: one sample per position from the model's own next-token distribution."""
-    return jax.random.categorical(key, jax.lax.stop_gradient(logits), axis=-1).astype(jnp.int32)
+    """True-Fisher labels of one sequence: logits [T, V] -> [T], one sample per position from
+    the model's own next-token distribution (Gumbel-max with `gumbel_noise`)."""
+    score = jax.lax.stop_gradient(logits) + gumbel_noise(key, logits.shape)
+    return jnp.argmax(score, axis=-1).astype(jnp.int32)
+
+
+def gumbel_noise(key: jax.Array, shape: tuple[int, int], first_id: int | jax.Array = 0):
+    """Gumbel noise [T, V] float32 of one sequence's `key` for vocabulary ids `first_id` ...
+    `first_id + V - 1`: entry (t, v) is drawn from `fold_in(fold_in(key, t), v)` alone, so a
+    device holding a slice of the vocabulary draws the same noise for it as one holding all of
+    it (`infljax.models.capture`: vocabulary-parallel sampling)."""
+    positions, ids = jnp.arange(shape[0]), first_id + jnp.arange(shape[1])
+
+    def at(t, v):
+        return jax.random.gumbel(jax.random.fold_in(jax.random.fold_in(key, t), v))
+
+    return jax.vmap(lambda t: jax.vmap(lambda v: at(t, v))(ids))(positions)
 
 
 def summed_nll(logits: jax.Array, batch: Batch, targets: jax.Array | None = None) -> jax.Array:
