@@ -258,7 +258,7 @@ def logits_bytes_per_token(
 ) -> int:
     """Logits in the model's dtype, their float32 log-softmax and its gradient; with weight
     gradients the logits' gradient in the model's dtype too; with sampled labels (true Fisher)
-    the random bits and the Gumbel noise of `jax.random.categorical`."""
+    the random bits and the Gumbel noise (`losses.gumbel_noise`)."""
     itemsize = jnp.dtype(cfg.param_dtype).itemsize
     per_logit = itemsize * (2 if weight_grads else 1) + 2 * _F32 + (2 * _F32 if sampled else 0)
     return cfg.vocab_size * per_logit

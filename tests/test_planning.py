@@ -218,8 +218,13 @@ def test_fsdp_splits_parameters_and_factors_at_rest_and_the_step_gathers_a_layer
     widest = max(2 * o * i for o, i in shapes.layers.values())
     assert parts["replicated"]["parameters"] == params and parts["replicated"]["gathered"] == 0
     assert parts["fsdp"]["parameters"] == params // 2  # at rest
-    # the step gathers one block and what lies outside the blocks
-    assert parts["fsdp"]["gathered"] == shapes.block_params * 4 + outside
+    # the step gathers one block and what lies outside the blocks but the embedding, split over
+    # the vocabulary and never gathered; or every device's last hidden states and their
+    # gradient, whichever is larger
+    assert planning.vocab_parallel(SMALL, 2)
+    embedding = SMALL.vocab_size * SMALL.d_model * 4
+    states = 2 * BATCH * SMALL.max_length * SMALL.d_model * 4
+    assert parts["fsdp"]["gathered"] == max(shapes.block_params * 4 + outside - embedding, states)
     assert parts["replicated"]["eigenvectors"] == sum(square) * 4
     # at rest an array is split as `param_spec` splits it (the A factors here, d_in + 1 odd, stay
     # whole); the step gathers one layer's split arrays

@@ -110,12 +110,12 @@ def capture(
 
     def loss_fn(perturbations):
         logits, inputs = forward(perturbations, batch.inputs)
-        head = _VocabSlice() if isinstance(forward, _Blockwise) and forward.vocab_split else None
-        if head is None:
+        if not forward.vocab_split:
             targets = None if sample_key is None else _sample(sample_key, logits)
             return summed_nll(logits, batch, targets), inputs
-        targets = None if sample_key is None else head.sample(sample_key, logits)
-        return head.summed_nll(logits, batch, targets), inputs
+        vocab = _VocabSlice()  # logits [B, T, V/n]: every device's rows, a slice of the vocabulary
+        targets = None if sample_key is None else vocab.sample(sample_key, logits)
+        return vocab.summed_nll(logits, batch, targets), inputs
 
     (loss, inputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(perturbations)
     return loss, {path: _layer_io(model, inputs, grads, path) for path in layers}
@@ -127,6 +127,7 @@ class _Whole:
 
     graphdef: nnx.GraphDef
     state: nnx.State
+    vocab_split = False  # logits over the whole vocabulary
 
     def perturbations(self, tokens: jax.Array) -> nnx.State:
         """The zero perturbation `g` of every tracked layer (read back as the gradients)."""
