@@ -61,6 +61,9 @@ def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
 
 
+NOISE_BLOCK = 128  # vocabulary ids per independent draw of `gumbel_noise`
+
+
 def sample_targets(key: jax.Array, logits: jax.Array) -> jax.Array:
     """True-Fisher labels of one sequence: logits [T, V] -> [T], one sample per position from
     the model's own next-token distribution (Gumbel-max with `gumbel_noise`)."""
@@ -70,15 +73,27 @@ def sample_targets(key: jax.Array, logits: jax.Array) -> jax.Array:
 
 def gumbel_noise(key: jax.Array, shape: tuple[int, int], first_id: int | jax.Array = 0):
     """Gumbel noise [T, V] float32 of one sequence's `key` for vocabulary ids `first_id` ...
-    `first_id + V - 1`: entry (t, v) is drawn from `fold_in(fold_in(key, t), v)` alone, so a
-    device holding a slice of the vocabulary draws the same noise for it as one holding all of
-    it (`infljax.models.capture`: vocabulary-parallel sampling)."""
-    positions, ids = jnp.arange(shape[0]), first_id + jnp.arange(shape[1])
+    `first_id + V - 1`. Position t's noise for ids in block j (ids j·NOISE_BLOCK onwards) is
+    drawn from `fold_in(fold_in(key, t), j)` alone, so a device holding a slice of the
+    vocabulary draws the same noise for it as one holding all of it (vocabulary-parallel
+    sampling, `infljax.models.capture`), at about the cost of one `jax.random.gumbel` draw."""
+    positions, width = shape
+    if isinstance(first_id, int):  # known here: exactly the blocks the ids touch
+        blocks = -(-(first_id % NOISE_BLOCK + width) // NOISE_BLOCK)
+    else:  # any offset: one block more
+        blocks = -(-width // NOISE_BLOCK) + 1
+    first_block = first_id // NOISE_BLOCK
+    tiny = jnp.finfo(jnp.float32).tiny
 
-    def at(t, v):
-        return jax.random.gumbel(jax.random.fold_in(jax.random.fold_in(key, t), v))
+    def position(k):
+        draw = lambda j: jax.random.uniform(  # noqa: E731
+            jax.random.fold_in(k, j), (NOISE_BLOCK,), minval=tiny, maxval=1.0
+        )
+        u = jax.vmap(draw)(first_block + jnp.arange(blocks)).reshape(-1)
+        return jax.lax.dynamic_slice_in_dim(u, first_id - first_block * NOISE_BLOCK, width)
 
-    return jax.vmap(lambda t: jax.vmap(lambda v: at(t, v))(ids))(positions)
+    keys = jax.vmap(lambda t: jax.random.fold_in(key, t))(jnp.arange(positions))
+    return -jnp.log(-jnp.log(jax.vmap(position)(keys)))
 
 
 def summed_nll(logits: jax.Array, batch: Batch, targets: jax.Array | None = None) -> jax.Array:
