@@ -85,11 +85,11 @@ def gumbel_noise(key: jax.Array, shape: tuple[int, int], first_id: int | jax.Arr
     first_block = first_id // NOISE_BLOCK
     tiny = jnp.finfo(jnp.float32).tiny
 
+    def block(k, j):
+        return jax.random.uniform(jax.random.fold_in(k, j), (NOISE_BLOCK,), minval=tiny, maxval=1)
+
     def position(k):
-        draw = lambda j: jax.random.uniform(  # noqa: E731
-            jax.random.fold_in(k, j), (NOISE_BLOCK,), minval=tiny, maxval=1.0
-        )
-        u = jax.vmap(draw)(first_block + jnp.arange(blocks)).reshape(-1)
+        u = jax.vmap(lambda j: block(k, j))(first_block + jnp.arange(blocks)).reshape(-1)
         return jax.lax.dynamic_slice_in_dim(u, first_id - first_block * NOISE_BLOCK, width)
 
     keys = jax.vmap(lambda t: jax.random.fold_in(key, t))(jnp.arange(positions))
