@@ -90,8 +90,8 @@ def capture(
     b samples with `fold_in(key, b)`), or keys [B] with one key per sequence: then a sequence's
     labels depend only on its own key and logits, not on the batch it sits in (what the
     curvature passes need to be invariant to batch size, partitions and devices; and the only
-    form vocabulary-parallel sampling takes). The loss is summed over sequences, so `g` of one sequence
-    depends only on that sequence and per-sequence gradients are sums over its tokens.
+    form vocabulary-parallel sampling takes). The loss is summed over sequences, so `g` of one
+    sequence depends only on that sequence and per-sequence gradients are sums over its tokens.
 
     `specs` (FSDP, inside `jax.shard_map`): the model holds only this device's pieces of its
     parameters, split over ``data`` as the PartitionSpecs `specs` (a tree like
