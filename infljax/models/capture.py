@@ -98,7 +98,8 @@ def capture(
     `nnx.state(model)`, `infljax.distributed.param_specs`) say. The forward then gathers one
     block's parameters at a time, just before the block runs, and the backward gathers them
     again (recomputing the block) instead of keeping them: a device holds its pieces, the
-    embeddings and one block's parameters, never the whole model. Same results.
+    embeddings (unless split over the vocabulary, below) and one block's parameters, never the
+    whole model. Same results.
 
     When the embedding (and an untied head) is split along the vocabulary, it is never gathered:
     the lookup and the logits are vocabulary-parallel (each device looks up and scores every
