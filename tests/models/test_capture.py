@@ -204,18 +204,10 @@ def test_blockwise_gathering_holds_one_block_not_the_model():
     blocks by 1/8 of the added blocks' bytes (each device's pieces), not by the whole added
     blocks, as gathering the whole model would: the added 12 blocks cost < 50% of their bytes
     (measured: 12.5%; gathering the whole model: 115%)."""
-    mesh, layers = make_mesh(), ("blocks.0.mlp.fc_out",)
     compiled = {}
     for num_layers in (4, 16):
-        cfg = dataclasses.replace(
-            NARROW, num_layers=num_layers, d_model=128, d_ff=512, num_heads=4, use_bias=False
-        )
-        model = Decoder(dataclasses.replace(cfg, param_dtype="float32"), rngs=nnx.Rngs(0))
-        tokens = np.ones((8, cfg.max_length), np.int32)
-        batch = Batch.from_documents(tokens, np.full(8, cfg.max_length))
-        fn, state, *inputs = _split_capture(model, batch, layers, mesh, "fsdp")
-        compiled[num_layers] = compiled_bytes(fn.lower(state, *inputs).compile())
-        block_bytes = 4 * sum(x.size for x in jax.tree.leaves(nnx.state(model.blocks[0])))
+        compiled[num_layers], model, _ = _fsdp_capture(num_layers=num_layers, d_model=128)
+    block_bytes = 4 * sum(x.size for x in jax.tree.leaves(nnx.state(model.blocks[0])))
     growth = compiled[16] - compiled[4]
     assert growth < 0.5 * 12 * block_bytes, (growth, 12 * block_bytes)
 
@@ -227,19 +219,24 @@ def test_vocabulary_parallel_capture_holds_a_slice_of_the_embedding(sampled):
     device's rows add as much as [b, T, V] of its own would), not by the whole added table, as
     gathering it would: < 25% (measured: 12.5% with the batch's labels, 14.8% with sampled
     ones)."""
-    mesh, layers, compiled = make_mesh(), ("blocks.0.mlp.fc_out",), {}
+    compiled = {}
     for vocab in (1024, 8192):
-        cfg = dataclasses.replace(
-            NARROW, vocab_size=vocab, d_model=512, d_ff=512, num_heads=4, use_bias=False
-        )
-        model = Decoder(dataclasses.replace(cfg, param_dtype="float32"), rngs=nnx.Rngs(0))
-        tokens = np.ones((8, cfg.max_length), np.int32)
-        batch = Batch.from_documents(tokens, np.full(8, cfg.max_length))
-        fn, state, *inputs = _split_capture(model, batch, layers, mesh, "fsdp", sampled)
+        compiled[vocab], _, state = _fsdp_capture(sampled, vocab_size=vocab, d_model=512)
         assert _vocab_split(state)
-        compiled[vocab] = compiled_bytes(fn.lower(state, *inputs).compile())
     added_rows = (8192 - 1024) * 512 * 4
     assert compiled[8192] - compiled[1024] < 0.25 * added_rows
+
+
+def _fsdp_capture(sampled: bool = False, **shape) -> tuple[int, Decoder, nnx.State]:
+    """(XLA's compiled bytes per device, model, placed state) of a float32 capture of one layer
+    with the parameters split over 8 devices, for a NARROW decoder with `shape` changed."""
+    cfg = dataclasses.replace(NARROW, d_ff=512, num_heads=4, use_bias=False, **shape)
+    model = Decoder(dataclasses.replace(cfg, param_dtype="float32"), rngs=nnx.Rngs(0))
+    tokens = np.ones((8, cfg.max_length), np.int32)
+    batch = Batch.from_documents(tokens, np.full(8, cfg.max_length))
+    layers = ("blocks.0.mlp.fc_out",)
+    fn, state, *inputs = _split_capture(model, batch, layers, make_mesh(), "fsdp", sampled)
+    return compiled_bytes(fn.lower(state, *inputs).compile()), model, state
 
 
 def _vocab_split(state) -> bool:
