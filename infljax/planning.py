@@ -27,15 +27,17 @@ per layer), plus what the section leaves implicit: parameters, optimizer state a
 the model's activations kept for the backward pass (`activation_bytes_per_token`), the logits,
 per-sequence gradients (lambda chunk, dense contraction, query gradients) and the outputs. Parts
 are summed as if all were live at the peak (a tensor XLA frees before the peak is left out, e.g.
-the covariance pass's `a` of all but one layer); tests/test_planning.py checks every stage's
-total against XLA's compiled memory analysis (within 25% on a small decoder; a good deal closer
-on most shapes).
+the block-wise covariance pass's `a` of all but one layer); tests/test_planning.py checks
+every stage's total against XLA's compiled memory analysis (within 25% on a small decoder; a
+good deal closer on most shapes).
 
 Sharding enters through `Layout`: the batch divides over ``data``; `param_shards` and
 `factor_shards` divide the parameters (with gradients and optimizer state) and the factor state
-at rest (``config.mesh.params="fsdp"``), and the step adds what it gathers, one block's
-parameters and one layer's eigenbasis or query plan at a time. Activations do not divide: every
-device runs the full model on its data shard.
+at rest (``config.mesh.params="fsdp"``; an array no dimension of which the data axis divides
+stays whole), and the step adds what it gathers, one block's parameters and one layer's
+eigenbasis or query plan at a time (a vocabulary-split embedding is not gathered; the hidden
+states of every device's tokens are). Activations do not divide: every device runs the full
+model on its data shard.
 """
 
 from __future__ import annotations
