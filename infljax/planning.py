@@ -657,6 +657,30 @@ def check_stage(
     raise PlanError(message)
 
 
+def check_groups(
+    memory: StageMemory,
+    group: ModelShapes,
+    shapes: ModelShapes,
+    groups: int,
+    work: Workload,
+    layout: Layout,
+    device_bytes: int | None,
+    settings: tuple[str, str],
+    at: str = "",
+) -> None:
+    """`check_stage` for a stage run in `groups` groups of the tracked layers of `shapes`, given
+    the estimate `memory` of its largest, `group` (`largest_group`). A refusal also names the
+    fewest groups whose largest would fit at the same batch. `settings`: the config fields of
+    the batch size and of the number of groups; `at`: what the hint adds after "fits"."""
+    try:
+        check_stage(memory, group, work, layout, device_bytes, settings[0])
+    except PlanError as error:
+        args = (memory.stage, shapes, groups, work, layout, memory.batch, device_bytes)
+        fewer = fewest_groups(*args)
+        hint = "" if fewer is None else f"; or {settings[1]}={fewer} fits{at}"
+        raise PlanError(f"{error}{hint}") from None
+
+
 def largest_group(
     stage: str, shapes: ModelShapes, groups: int, work: Workload, layout: Layout, batch: int
 ) -> tuple[ModelShapes, StageMemory]:

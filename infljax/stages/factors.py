@@ -390,26 +390,12 @@ def _report_memory(name, model, layers, plan, args, mesh, length) -> None:
     layout = planning.Layout.of_mesh(mesh, plan.placement)
     device = planning.device_memory_bytes()
     groups = plan.layer_groups
+    settings = ("config.factors.batch_size", "config.factors.layer_groups")
+    at = f" at batch {plan.batch_size} with {planning.HEADROOM:.0%} headroom"
     for fit_pass in ("covariance", "lambdas"):
-        args = (fit_pass, shapes, groups, work, layout, plan.batch_size)
-        group, memory = planning.largest_group(*args)
+        group, memory = planning.largest_group(
+            fit_pass, shapes, groups, work, layout, plan.batch_size
+        )
         of_groups = f" (the largest of {groups} layer groups)" if groups > 1 else ""
         logging.info("factors %s: %s%s", name, memory.summary(), of_groups)
-        try:
-            planning.check_stage(memory, group, work, layout, device, "config.factors.batch_size")
-        except planning.PlanError as error:
-            more = _groups_that_fit(fit_pass, shapes, plan, work, layout, device)
-            raise planning.PlanError(f"{error}{more}") from None
-
-
-def _groups_that_fit(fit_pass, shapes, plan, work, layout, device) -> str:
-    """'; or config.factors.layer_groups=G fits ...' with the fewest groups beyond the plan's
-    whose largest fits the device at the plan's batch size, or '' when none does."""
-    args = (fit_pass, shapes, plan.layer_groups, work, layout, plan.batch_size, device)
-    groups = planning.fewest_groups(*args)
-    if groups is None:
-        return ""
-    return (
-        f"; or config.factors.layer_groups={groups} fits at batch {plan.batch_size} "
-        f"with {planning.HEADROOM:.0%} headroom"
-    )
+        planning.check_groups(memory, group, shapes, groups, work, layout, device, settings, at)

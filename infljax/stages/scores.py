@@ -334,14 +334,8 @@ def _check_query_memory(name: str, shapes, args: ScoresArgs, seq: int, layout) -
     of_groups = f" (the largest of {q.layer_groups} layer groups)" if q.layer_groups > 1 else ""
     logging.info("scores %s: %s%s", name, memory.summary(), of_groups)
     device = planning.device_memory_bytes()
-    try:
-        planning.check_stage(memory, group, work, layout, device, "config.scores.query_batch_size")
-    except planning.PlanError as error:
-        groups = planning.fewest_groups(
-            "queries", shapes, q.layer_groups, work, layout, chunk, device
-        )
-        more = f"; or config.scores.query_layer_groups={groups} fits" if groups else ""
-        raise planning.PlanError(f"{error}{more}") from None
+    settings = ("config.scores.query_batch_size", "config.scores.query_layer_groups")
+    planning.check_groups(memory, group, shapes, q.layer_groups, work, layout, device, settings)
 
 
 def _check_memory(name: str, shapes, plan, args: ScoresArgs, seq: int, layout) -> None:
