@@ -29,6 +29,9 @@ class TrainArgs:
     final_lr_fraction: float = 0.05
     weight_decay: float = 0.01
     grad_clip: float = 1.0
+    # Adam's denominator sqrt(nu + eps_root) + eps: > 0 keeps the update differentiable where
+    # nu = 0 (parameters without gradient yet), which metagradients through training need.
+    eps_root: float = 0.0
     seed: int = 0
     held_out_fraction: float = 0.05
     packing: bool = False  # pack training documents into full rows (no padding compute)
@@ -41,6 +44,8 @@ class TrainArgs:
                 raise ValueError(f"TrainArgs.{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.warmup_steps < self.steps:
             raise ValueError(f"TrainArgs.warmup_steps must be in [0, steps), got {self}")
+        if self.eps_root < 0:
+            raise ValueError(f"TrainArgs.eps_root must be >= 0, got {self.eps_root}")
         if not 0.0 <= self.held_out_fraction < 1.0:
             raise ValueError(f"TrainArgs.held_out_fraction must be in [0, 1): {self}")
 
@@ -55,7 +60,7 @@ def make_optimizer(args: TrainArgs) -> optax.GradientTransformation:
     )
     return optax.chain(
         optax.clip_by_global_norm(args.grad_clip),
-        optax.adamw(schedule, weight_decay=args.weight_decay),
+        optax.adamw(schedule, weight_decay=args.weight_decay, eps_root=args.eps_root),
     )
 
 
@@ -96,6 +101,19 @@ def pack_rows(
     keep = np.zeros((num, width), bool)
     keep.reshape(-1)[: len(stream)] = np.repeat(~np.isin(order, exclude), lengths[order])
     return _compact(packed, keep)
+
+
+def packed_documents(
+    lengths: np.ndarray, rows: np.ndarray, seed: int, width: int
+) -> np.ndarray:
+    """[P, width] int32: the corpus row of every token of `pack_rows(tokens, lengths, rows,
+    seed)` (nothing excluded), -1 after the stream's end."""
+    order = np.random.default_rng([seed, 1]).permutation(rows)
+    stream = np.repeat(order, np.asarray(lengths)[order]).astype(np.int32)
+    num = -(-len(stream) // width)
+    docs = np.full((num, width), -1, np.int32)
+    docs.reshape(-1)[: len(stream)] = stream
+    return docs
 
 
 def _compact(packed: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

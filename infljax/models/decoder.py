@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from infljax.models.tracked import TrackedLinear
+from infljax.models.tracked import TrackedLinear, flat_matmul
 
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
@@ -403,7 +403,7 @@ class Decoder(nnx.Module):
         x = self.ln_f(x)
         if head is None:
             head = self.embed[...].T if self.lm_head is None else self.lm_head[...]
-        logits = x @ head.astype(x.dtype)
+        logits = flat_matmul(x, head.astype(x.dtype))
         return logits if self.cfg.logit_scale == 1.0 else logits * self.cfg.logit_scale
 
 

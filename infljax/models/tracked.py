@@ -13,6 +13,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 
+def flat_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    """x [..., d_in] @ w [d_in, d_out] as one 2-D product: XLA:CPU forms the weight gradient of a
+    3-D product [B, T, d_in] far more slowly (0.28 ms vs 0.08 ms per MFLOP measured for the
+    demo's tied head), the same result otherwise."""
+    return (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
+
+
 def _capturing(module: nnx.Module) -> bool:
     # flax 0.12 marks modules inside `nnx.capture` with a `__captures__` attribute; sow/perturb
     # outside capture are deprecated (and would store state), so the layer only calls them here.
@@ -46,7 +53,7 @@ class TrackedLinear(nnx.Module):
 
     def __call__(self, a: jax.Array) -> jax.Array:
         """a: [..., d_in] -> y: [..., d_out]."""
-        y = a @ self.kernel[...].astype(a.dtype)
+        y = flat_matmul(a, self.kernel[...].astype(a.dtype))
         if self.bias is not None:
             y = y + self.bias[...].astype(a.dtype)
         if _capturing(self):
