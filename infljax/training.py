@@ -50,17 +50,21 @@ class TrainArgs:
             raise ValueError(f"TrainArgs.held_out_fraction must be in [0, 1): {self}")
 
 
-def make_optimizer(args: TrainArgs) -> optax.GradientTransformation:
-    schedule = optax.warmup_cosine_decay_schedule(
+def learning_rate(args: TrainArgs) -> optax.Schedule:
+    """step -> learning rate: linear warmup from 0, cosine decay to final_lr_fraction × peak."""
+    return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=args.learning_rate,
         warmup_steps=args.warmup_steps,
         decay_steps=args.steps,
         end_value=args.learning_rate * args.final_lr_fraction,
     )
+
+
+def make_optimizer(args: TrainArgs) -> optax.GradientTransformation:
     return optax.chain(
         optax.clip_by_global_norm(args.grad_clip),
-        optax.adamw(schedule, weight_decay=args.weight_decay, eps_root=args.eps_root),
+        optax.adamw(learning_rate(args), weight_decay=args.weight_decay, eps_root=args.eps_root),
     )
 
 

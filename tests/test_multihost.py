@@ -28,6 +28,7 @@ from flax import nnx
 
 from infljax.checkpoints import is_complete
 from infljax.curvature import load_factors
+from infljax.curvature.passes import row_batches
 from infljax.data.corpus import read_rows
 from infljax.distributed import (
     data_sharding,
@@ -42,7 +43,6 @@ from infljax.distributed import (
 from infljax.models.io import load_model
 from infljax.multihost import ProcessArgs, detect_cluster, initialize, on_main
 from infljax.pipeline import run_stages
-from infljax.stages.factors import row_batches
 from infljax.workdir import baselines_dir, factors_dir, model_dir, scores_dir
 
 from .multihost_config import get_config

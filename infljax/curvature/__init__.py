@@ -16,6 +16,7 @@ from infljax.curvature.passes import (
     fit_factors,
     lambda_pass,
     layer_shapes,
+    row_batches,
 )
 from infljax.curvature.state import (
     Counts,
@@ -62,6 +63,7 @@ __all__ = [
     "fit_factors",
     "lambda_pass",
     "layer_shapes",
+    "row_batches",
     "load_factors",
     "open_factors",
     "merge_all",

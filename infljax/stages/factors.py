@@ -27,7 +27,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
@@ -42,12 +42,12 @@ from infljax.checkpoints import ARGS_FILE, begin_stage, finish_stage
 from infljax.curvature.eigen import eigendecompose
 from infljax.curvature.passes import (
     FactorArgs,
-    RowBatch,
     check_finite_parameters,
     covariance_pass,
     factor_dtype,
     lambda_pass,
     layer_shapes,
+    row_batches,
 )
 from infljax.curvature.state import (
     Counts,
@@ -66,11 +66,10 @@ from infljax.curvature.storage import (
     saved_layers,
     statistics_exist,
 )
-from infljax.data.corpus import TokenizedCorpus, load_corpus, read_rows
+from infljax.data.corpus import TokenizedCorpus, load_corpus
 from infljax.distributed import MeshArgs, make_mesh, process_rows
 from infljax.models.capture import layer_groups, select_layers
 from infljax.models.io import CONFIG_FILE, load_model
-from infljax.models.losses import Batch
 from infljax.multihost import is_main, on_main
 from infljax.pipeline import stage, write_json
 from infljax.workdir import corpus_dir, factors_dir, model_dir
@@ -115,29 +114,6 @@ def plan_rows(num_rows: int, plan: FitPlan, seed: int) -> np.ndarray:
     if plan.num_documents == 0 or plan.num_documents >= num_rows:
         return np.arange(num_rows)
     return np.sort(np.random.default_rng(seed).choice(num_rows, plan.num_documents, replace=False))
-
-
-def row_batches(
-    corpus: TokenizedCorpus,
-    rows: np.ndarray,
-    batch_size: int,
-    local: slice = slice(None),
-    progress: Callable[[int], None] | None = None,
-) -> Iterator[RowBatch]:
-    """Fixed-shape batches of `rows`; the last is filled with zero-length rows of index -1.
-
-    Each batch holds only the `local` rows of the global batch of `batch_size` (this process's,
-    `infljax.distributed.process_rows`; default all), and only those are read from the corpus.
-    `progress(n)` gets each global batch's number of real rows once the batch was taken.
-    """
-    for start in range(0, len(rows), batch_size):
-        part = rows[start : start + batch_size]
-        chunk = np.full(batch_size, -1, np.int64)
-        chunk[: len(part)] = part
-        ids = chunk[local]
-        yield RowBatch(ids.astype(np.int32), Batch.from_documents(*read_rows(corpus, ids)))
-        if progress is not None:
-            progress(len(part))
 
 
 @stage("factors")

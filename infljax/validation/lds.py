@@ -90,3 +90,72 @@ def summarize(values: np.ndarray) -> Summary:
         return Summary(float("nan"), float("nan"), 0)
     stderr = float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
     return Summary(float(values.mean()), stderr, n)
+
+
+def seed_mean_lds(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """predicted [Q, M], measured [Q, M, S] (S seeds per subset) -> per-query LDS [Q] against
+    the seeds' mean: what the subset does to a query, with the training noise averaged."""
+    return lds(predicted, np.asarray(measured, np.float64).mean(axis=2))
+
+
+def split_half(measured: np.ndarray) -> np.ndarray:
+    """measured [Q, M, S>=2] -> per-query Spearman [Q] between the mean of the first half of the
+    seeds and the mean of the second half, across the M subsets: how well one half of the
+    retrainings predicts the other (the **ceiling** of the LDS protocol)."""
+    measured = np.asarray(measured, np.float64)
+    if measured.ndim != 3 or measured.shape[2] < 2:
+        raise ValueError(f"need [Q, M, S>=2] measurements, got {measured.shape}")
+    half = measured.shape[2] // 2
+    return lds(measured[:, :, :half].mean(axis=2), measured[:, :, half : 2 * half].mean(axis=2))
+
+
+def attainable(split: float) -> float:
+    """The LDS a perfect datamodel (the expected measurement of every subset) would reach
+    against the mean of all the seeds, from the split-half correlation r: the full mean's
+    reliability is 2r / (1 + r) (Spearman–Brown) and a perfect predictor correlates with it by
+    its square root. Pearson algebra applied to rank correlations: a guide, not a bound."""
+    r = min(max(float(split), 0.0), 1.0)
+    return float(np.sqrt(2 * r / (1 + r)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """A mean over queries with a bootstrap 95% interval (queries and subsets resampled)."""
+
+    mean: float
+    low: float
+    high: float
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}] (n={self.count})"
+
+
+def bootstrap_lds(
+    predicted: np.ndarray,
+    measured: np.ndarray,
+    queries: np.ndarray | None = None,
+    samples: int = 1000,
+    seed: int = 0,
+) -> Interval:
+    """Mean LDS over `queries` (rows; default all) of `predicted` [Q, M] against the seed means
+    of `measured` [Q, M, S], with a 95% percentile interval from `samples` bootstrap replicates
+    that resample both the queries and the M retrained subsets (the two sources of error: which
+    queries were asked, which subsets were drawn). Queries with undefined LDS are left out."""
+    predicted = np.asarray(predicted, np.float64)
+    actual = np.asarray(measured, np.float64).mean(axis=2)
+    rows = np.arange(len(predicted)) if queries is None else np.asarray(queries)
+    if not len(rows):
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    predicted, actual = predicted[rows], actual[rows]
+    point = lds(predicted, actual)
+    rng = np.random.default_rng(seed)
+    num_q, num_m = predicted.shape
+    means = np.empty(samples)
+    for b in range(samples):
+        cols = rng.integers(0, num_m, num_m)
+        picked = rng.integers(0, num_q, num_q)
+        means[b] = np.nanmean(lds(predicted[picked][:, cols], actual[picked][:, cols]))
+    finite = means[np.isfinite(means)]
+    low, high = np.percentile(finite, [2.5, 97.5]) if len(finite) else (np.nan, np.nan)
+    return Interval(float(np.nanmean(point)), float(low), float(high), int(np.isfinite(point).sum()))

@@ -15,13 +15,13 @@ from flax import nnx
 from infljax import training
 from infljax.curvature import FactorArgs, RowBatch, fit_factors
 from infljax.curvature.exact import exact_fisher, fisher_targets, per_sequence_gradients
+from infljax.curvature.passes import row_batches
 from infljax.data.corpus import TokenizedCorpus
 from infljax.data.readers import Record
 from infljax.distributed import make_mesh
 from infljax.models.capture import select_layers
 from infljax.models.decoder import Decoder
 from infljax.models.losses import Batch
-from infljax.stages.factors import row_batches
 from tests.tiny import NARROW
 
 CFG = NARROW

@@ -24,10 +24,10 @@ from infljax.curvature import (
     safe_eigh,
 )
 from infljax.curvature.exact import exact_fisher, per_sequence_gradients
+from infljax.curvature.passes import row_batches
 from infljax.curvature.state import Counts, CovarianceSums, Statistics
 from infljax.distributed import make_mesh, param_specs
 from infljax.models.losses import Batch
-from infljax.stages.factors import row_batches
 
 from .conftest import ARGS, NUM_ROWS, SEED, reference_batches
 

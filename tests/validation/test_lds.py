@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from infljax.validation.lds import lds, sample_subsets, subset_predictions, summarize
+from infljax.validation.lds import (
+    attainable,
+    bootstrap_lds,
+    lds,
+    sample_subsets,
+    seed_mean_lds,
+    split_half,
+    subset_predictions,
+    summarize,
+)
 
 EXACT = 1e-12  # float64 ranks of exactly monotone data; only the final division rounds
 
@@ -81,3 +90,51 @@ def test_bad_shapes_are_refused():
         subset_predictions(np.zeros((2, 3)), np.zeros((4, 5), bool))
     with pytest.raises(ValueError, match="fraction"):
         sample_subsets(10, 2, 1.0, seed=0)
+
+
+def _noisy_seeds(noise, seeds=4, q=5, n=40, m=60, seed=1):
+    """Measurements of a linear world with independent seed noise of std `noise`."""
+    scores, masks, nats = _linear_world(q, n, m, seed)
+    rng = np.random.default_rng(seed + 1)
+    measured = nats[:, :, None] + noise * rng.normal(size=(*nats.shape, seeds))
+    return scores, masks, measured
+
+
+def test_seed_averaging_recovers_what_one_seed_hides():
+    scores, masks, measured = _noisy_seeds(noise=4.0, seeds=16)
+    predicted = subset_predictions(scores, masks)
+    one = np.mean(lds(predicted, measured[:, :, 0]))
+    mean = np.mean(seed_mean_lds(predicted, measured))
+    assert mean > one + 0.1, (one, mean)
+
+
+def test_split_half_ceiling_is_one_without_noise_and_near_zero_with_only_noise():
+    _, _, measured = _noisy_seeds(noise=0.0)
+    np.testing.assert_allclose(split_half(measured), 1.0, atol=EXACT)
+    rng = np.random.default_rng(0)
+    pure_noise = rng.normal(size=(20, 60, 2))
+    assert abs(np.mean(split_half(pure_noise))) < 0.1
+    assert attainable(1.0) == 1.0 and attainable(-0.2) == 0.0
+    assert attainable(0.5) == pytest.approx(np.sqrt(2 / 3))
+
+
+def test_the_true_datamodel_reaches_about_the_attainable_bound():
+    # With seed noise, exact scores are the best any method can do: their LDS against the seed
+    # mean is what `attainable` estimates from the split-half correlation (within sampling).
+    scores, masks, measured = _noisy_seeds(noise=3.0, seeds=4, q=40, m=200)
+    best = np.mean(seed_mean_lds(subset_predictions(scores, masks), measured))
+    bound = attainable(np.mean(split_half(measured)))
+    assert abs(best - bound) < 0.05, (best, bound)
+
+
+def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_subsets():
+    scores, masks, measured = _noisy_seeds(noise=3.0, m=30)
+    predicted = subset_predictions(scores, masks)
+    few = bootstrap_lds(predicted, measured, samples=300)
+    assert few.low <= few.mean <= few.high and few.count == 5
+    assert few == bootstrap_lds(predicted, measured, samples=300)  # seeded
+    only = bootstrap_lds(predicted, measured, queries=np.array([1, 3]), samples=50)
+    scores, masks, measured = _noisy_seeds(noise=3.0, m=300)
+    many = bootstrap_lds(subset_predictions(scores, masks), measured, samples=300)
+    assert many.high - many.low < few.high - few.low
+    assert only.count == 2

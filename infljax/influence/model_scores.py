@@ -1,0 +1,65 @@
+"""One model's influence scores in one call, in memory: fit the factors, prepare the queries,
+score every document. For models and corpora that fit in memory at once (the embedded world:
+validation's seed ensembles and training checkpoints, tests); the resumable, disk-backed stages
+(`infljax.stages.factors`, `infljax.stages.scores`) compose the same library calls.
+
+    scores = influence_scores(model, corpus, query_tokens, InfluenceArgs(layers), mesh)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+from flax import nnx
+
+from infljax.curvature.passes import FactorArgs, fit_factors, row_batches
+from infljax.curvature.strategies import DampingArgs
+from infljax.data.corpus import TokenizedCorpus
+from infljax.influence import query_grads, scoring
+from infljax.influence.measurement import QueryTokens
+from infljax.models.capture import select_layers
+
+
+@dataclasses.dataclass(frozen=True)
+class InfluenceArgs:
+    """What `influence_scores` computes: the tracked `layers` (regexes), the curvature
+    `strategy` (identity needs no factors) with its `factors` fit (on every document,
+    `fit_batch_size` at a time) and `damping`, the `queries` preparation and the `scoring`
+    pass (self-influence and partitions are not used here)."""
+
+    layers: tuple[str, ...]
+    strategy: str = "ekfac"
+    factors: FactorArgs = FactorArgs()
+    fit_batch_size: int = 64
+    damping: DampingArgs = DampingArgs()
+    queries: query_grads.QueryArgs = query_grads.QueryArgs()
+    scoring: scoring.ScoreArgs = scoring.ScoreArgs()
+
+
+def influence_scores(
+    model: nnx.Module,
+    corpus: TokenizedCorpus,
+    queries: QueryTokens,
+    args: InfluenceArgs,
+    mesh: jax.sharding.Mesh,
+) -> np.ndarray:
+    """scores [Q, N] (float32, DESIGN §2) of every query against every corpus document, the
+    factors fitted on the whole corpus (as the factors stage does with num_documents=0)."""
+    layers = select_layers(model, args.layers)
+    factors = None
+    if args.strategy != "identity":
+        batches = list(row_batches(corpus, np.arange(corpus.num_documents), args.fit_batch_size))
+        factors = fit_factors(model, layers, batches, args.factors, mesh)
+    graphdef, state = nnx.split(model)
+    prepared = query_grads.prepare_queries(
+        graphdef, layers, state, queries, args.queries, mesh, args.strategy, factors,
+        args.damping,
+    )  # fmt: skip
+    plan, _ = scoring.make_plan(prepared, args.scoring, corpus.max_length)
+    score_fn = scoring.make_score_fn(graphdef, layers, mesh)
+    result = scoring.score_documents(
+        score_fn, state, plan, corpus, (0, corpus.num_documents), args.scoring.batch_size, mesh
+    )
+    return np.asarray(result.scores, np.float32)
