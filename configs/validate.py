@@ -1,16 +1,17 @@
 """Validation of the embedded study: do the scores predict retraining? (`infljax.stages.validate`)
 
-    python experiments/validate.py --workdir=runs/validate                      (~45 min, 2 CPUs)
+    python experiments/validate.py --workdir=runs/validate                      (~60 min, 2 CPUs)
     python experiments/validate.py --config=configs/validate.py:smoke --workdir=/tmp/v  (tests)
 
 The demo's world, corpus and small model (configs/demo.py), the influence scores, every baseline
-(K-FAC, gradient dot product and cosine, TF-IDF, random), then the `validate` stage: LDS over
-`num_subsets` retrainings on random halves of the training documents, and counterfactual
-removal of each method's top-k documents for a few factual and reasoning queries (one
-retraining each), then the analysis and the report with a validation section.
+(K-FAC, gradient dot product and cosine, TF-IDF, random), then the `validate` stage: the model
+retrained on `num_subsets` random halves of the training documents from `seeds` seeds each,
+the training-aware methods (multi-checkpoint and seed-ensemble EK-FAC, exact metagradients),
+and the LDS of every method with bootstrap intervals and the ceiling; then the analysis and the
+report with a validation section.
 
-Every retraining is cached under ``validate/<model>/units/``; an interrupted run resumes, and
-several processes may run the same command on one workdir to share the retrainings.
+Retrainings are cached in chunks under ``validate/<model>/runs/``; an interrupted run resumes,
+and several processes may run the same command on one workdir to share the chunks.
 """
 
 import importlib.util
@@ -47,17 +48,22 @@ def get_config(arg: str | None = None) -> ConfigDict:
 
 
 def validation(smoke: bool) -> ConfigDict:
-    """`infljax.stages.validate.ValidateArgs`; sized so the full run takes ~45 min on 2 CPUs
-    (one retraining of the small model ≈ 48 s): at most 12 + 6 x 6 = 48 retrainings."""
+    """`infljax.stages.validate.ValidateArgs`, sized for ~60 min on 2 CPU cores: 100 subsets x 2
+    seeds = 200 retrainings of the small model (300 steps; 8 per call, split over one device
+    per core), EK-FAC at 3 checkpoints and over 3 seeds, metagradients of 8 queries."""
     return ConfigDict(
         {
             "model": "small",
             "methods": ("ekfac", "kfac", "grad_dot", "grad_cosine", "tfidf", "random"),
-            "num_subsets": 3 if smoke else 12,  # LDS: retrainings on random subsets
-            "fraction": 0.5,  # LDS: share of the training documents each subset keeps
-            "seed": 0,
-            "k": 2 if smoke else 10,  # counterfactual: top documents removed per query
-            "factual_queries": 1 if smoke else 3,
-            "reasoning_queries": 1 if smoke else 3,
+            "num_subsets": 3 if smoke else 100,  # LDS: random subsets of the training documents
+            "fraction": 0.5,  # share of the training documents each subset keeps
+            "seed": 0,  # of the subsets and the bootstrap
+            "seeds": 2,  # retrainings per subset (>= 2: the ceiling)
+            "models_per_call": 4 if smoke else 8,  # retrainings trained together
+            "checkpoints": 2 if smoke else 3,  # multi-checkpoint EK-FAC (0: off)
+            "ensemble": 2 if smoke else 3,  # seed-ensemble EK-FAC (0: off)
+            "metagradient_queries": 2 if smoke else 8,  # exact metagradients (0: off)
+            "metagradient_chunk": 2 if smoke else 8,  # queries per backward pass
+            "bootstrap": 50 if smoke else 1000,
         }
     )

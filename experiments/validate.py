@@ -1,4 +1,4 @@
-"""Validate the scores against retraining: LDS and counterfactual top-k removal.
+"""Validate the scores against retraining: the LDS of every method, with its ceiling.
 
     python experiments/validate.py --workdir=runs/validate
     python experiments/validate.py --config=configs/validate.py:smoke --workdir=/tmp/v

@@ -107,9 +107,7 @@ def pack_rows(
     return _compact(packed, keep)
 
 
-def packed_documents(
-    lengths: np.ndarray, rows: np.ndarray, seed: int, width: int
-) -> np.ndarray:
+def packed_documents(lengths: np.ndarray, rows: np.ndarray, seed: int, width: int) -> np.ndarray:
     """[P, width] int32: the corpus row of every token of `pack_rows(tokens, lengths, rows,
     seed)` (nothing excluded), -1 after the stream's end."""
     order = np.random.default_rng([seed, 1]).permutation(rows)

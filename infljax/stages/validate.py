@@ -1,26 +1,23 @@
-"""Stage `validate`: do the scores predict retraining? (LDS and counterfactual removal.)
+"""Stage `validate`: do the scores predict retraining? (the linear datamodeling score, LDS)
 
-For one model (``config.validation.model``, trained by the pretrain stage) and every method in
-``config.validation.methods`` (``ekfac`` = the scores stage's matrix; the others = the
-baselines stage's: kfac, grad_dot, grad_cosine, tfidf, random):
+For one trained model (``config.validation.model``) the stage
 
-* **LDS** (`infljax.validation.lds`): M seeded subsets of the training documents; the model is
-  retrained on each (the others excluded, `train_model(exclude_rows=...)`) and every query is
-  measured; per query, Spearman between each method's prediction and the measured NLL.
-* **Counterfactual removal** (`infljax.validation.counterfactual`): for chosen factual and
-  reasoning queries, each method's top-k training documents are removed, the model retrained
-  from the same initialisation and data order, and the query's completion NLL re-measured.
+1. **retrains** it `num_subsets` × `seeds` times (`infljax.validation.retrain`: K models per
+   jitted, vmapped call): on each of `num_subsets` random subsets of `fraction` of the training
+   documents (the others get loss weight 0), from each of `seeds` seeds (initialisation and
+   data order), and measures every query's completion NLL;
+2. computes the **training-aware** methods (`infljax.validation.methods`): EK-FAC at
+   `checkpoints` points of one run combined with the learning-rate weights, EK-FAC averaged
+   over `ensemble` models trained from different seeds, and the **exact metagradients** of
+   `metagradient_queries` queries through the whole training run (the ground truth);
+3. scores every method (``ekfac`` = the scores stage's matrix, the baselines stage's, and the
+   training-aware ones) by LDS against the seeds' mean NLL per subset, with bootstrap 95%
+   intervals, beside the **ceiling**: how well half of the seeds predicts the other half.
 
-Each retraining is one **unit**, named by a hash of the rows it leaves out, under
-``validate/<model>/units/<hash>/``: ``excluded.npy``, ``model/`` (the retrained model, its
-checkpoints deleted once measured), ``nats.npy`` [Q] (every query's completion NLL) and
-``unit.json``. Units are shared (two methods that pick the same top-k cost one retraining),
-cached (a finished unit is never redone) and claimed with an OS file lock, so several processes
-may run this stage on the same workdir at once: each takes the units nobody holds, then waits
-for the rest. An interrupted unit resumes from its training checkpoints.
-
-Outputs: ``validate/<model>/summary.json`` (per method: LDS and NLL change, mean ± standard
-error over queries, for factual / reasoning / control queries), ``validate/<model>/*.png``.
+Files under ``validate/<model>/``: ``runs/chunk_<i>.npy`` (nats [K, Q] of one call's
+retrainings; the unit of resume, claimed with an OS file lock so that several processes
+running this stage share the work), ``methods/<name>.npy`` (the training-aware score
+matrices), ``summary.json``, ``lds.png``.
 """
 
 from __future__ import annotations
@@ -30,33 +27,32 @@ import dataclasses
 import fcntl
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import jax
 import numpy as np
 from absl import logging
+from flax import nnx
 from ml_collections import ConfigDict
+from tqdm import tqdm
 
 from infljax import training
 from infljax.analysis.families import query_kind
 from infljax.analysis.inputs import QueryRecord
 from infljax.checkpoints import ARGS_FILE, begin_stage, finish_stage
+from infljax.curvature.passes import FactorArgs
+from infljax.curvature.strategies import DampingArgs
 from infljax.data.corpus import TokenizedCorpus, load_corpus
 from infljax.data.tokenization import load_tokenizer, tokenizer_info
 from infljax.distributed import MeshArgs, make_mesh
-from infljax.influence.measurement import (
-    QueryText,
-    QueryTokens,
-    encode_queries,
-    read_query_records,
-)
+from infljax.influence.measurement import QueryText, QueryTokens, encode_queries, read_query_records
+from infljax.influence.model_scores import InfluenceArgs, influence_scores
 from infljax.models.io import read_model_config
 from infljax.pipeline import stage, write_json
-from infljax.stages.pretrain import train_model
 from infljax.stages.scores import ScoresArgs
-from infljax.validation import counterfactual, figures, lds
+from infljax.validation import figures, lds, metagradient, methods, retrain
 from infljax.workdir import (
     baselines_dir,
     corpus_dir,
@@ -67,6 +63,7 @@ from infljax.workdir import (
 )
 
 METHODS = ("ekfac", "kfac", "grad_dot", "grad_cosine", "tfidf", "random")
+TRAINING_AWARE = ("ekfac_checkpoints", "ekfac_ensemble", "metagradient")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,23 +71,35 @@ class ValidateArgs:
     """What the validation measures.
 
     Attributes:
-      model: the model to validate (a trained one: retraining needs its TrainArgs).
-      methods: score matrices to compare (METHODS; all but ``ekfac`` come from the baselines
-        stage, so ``config.baselines.methods`` must include them).
-      num_subsets, fraction, seed: LDS subsets (M subsets of `fraction` of the training docs).
-      k: documents removed per query in the counterfactual test.
-      factual_queries, reasoning_queries: how many of each kind get the counterfactual test
-        (evenly spaced over the kind's queries, so every family is represented).
+      model: the model to validate (trained by the pretrain stage: retraining needs its
+        TrainArgs).
+      methods: score matrices of the scores/baselines stages to compare (METHODS; all but
+        ``ekfac`` come from the baselines stage, so ``config.baselines.methods`` must hold them).
+      num_subsets, fraction, seed: LDS subsets (`num_subsets` seeded subsets of `fraction` of
+        the training documents).
+      seeds: retrainings per subset (seeds train.seed, train.seed + 1, ...); >= 2 for the
+        ceiling.
+      models_per_call: retrainings trained together in one vmapped call.
+      checkpoints: multi-checkpoint EK-FAC over this many evenly spaced steps of the seed
+        train.seed run (the last is the final step; 0: off).
+      ensemble: seed-ensemble EK-FAC over this many models (0: off).
+      metagradient_queries: exact metagradients of this many queries, evenly spaced over the
+        query rows (0: off; each costs about 3 training runs), `metagradient_chunk` per pass.
+      bootstrap: bootstrap replicates of each interval.
     """
 
     model: str = "small"
     methods: tuple[str, ...] = METHODS
-    num_subsets: int = 16
+    num_subsets: int = 100
     fraction: float = 0.5
     seed: int = 0
-    k: int = 10
-    factual_queries: int = 3
-    reasoning_queries: int = 3
+    seeds: int = 2
+    models_per_call: int = 8
+    checkpoints: int = 3
+    ensemble: int = 3
+    metagradient_queries: int = 8
+    metagradient_chunk: int = 8
+    bootstrap: int = 1000
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]
@@ -98,13 +107,24 @@ class ValidateArgs:
             raise ValueError(f"validation.methods={self.methods!r}: choose from {METHODS}")
         if self.num_subsets < 3:
             raise ValueError(f"validation.num_subsets must be >= 3, got {self.num_subsets}")
-        if self.k < 1 or min(self.factual_queries, self.reasoning_queries) < 0:
-            raise ValueError(f"validation: k must be >= 1 and query counts >= 0: {self}")
+        if self.seeds < 1 or self.models_per_call < 1 or self.bootstrap < 1:
+            raise ValueError(
+                f"validation.seeds, models_per_call and bootstrap must be >= 1: {self}"
+            )
+        for name in ("checkpoints", "ensemble", "metagradient_queries", "metagradient_chunk"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"validation.{name} must be >= 0, got {getattr(self, name)}")
 
     @classmethod
     def from_config(cls, section: ConfigDict) -> ValidateArgs:
         raw = section.to_dict()
         return cls(**{k: tuple(v) if k == "methods" else v for k, v in raw.items()})
+
+    def recorded(self) -> dict:
+        """The arguments the results depend on (not how the retrainings are grouped)."""
+        record = dataclasses.asdict(self)
+        del record["models_per_call"], record["metagradient_chunk"]
+        return record
 
 
 @stage("validate")
@@ -116,23 +136,33 @@ def run(config: ConfigDict, workdir: Path) -> None:
             f"validation.model={name!r} must be one of the trained models {list(config.models)}"
         )
     out = validate_dir(workdir, name)
-    corpus = load_corpus(corpus_dir(workdir))
     records = read_query_records(scores_dir(workdir, name) / "queries.jsonl")
     scores = {m: _method_scores(workdir, name, m, len(records)) for m in args.methods}
-    record = {"validation": dataclasses.asdict(args), "model": _read_args(model_dir(workdir, name))}
+    model_record = _read_args(model_dir(workdir, name))
+    train_args = training.TrainArgs(**model_record["train"])
+    if args.metagradient_queries and train_args.eps_root <= 0:
+        raise ValueError(
+            f"validate {name}: metagradients need models.{name}.train.eps_root > 0 (Adam is not "
+            "differentiable at nu = 0); set it (e.g. 1e-12) and retrain, or set "
+            "validation.metagradient_queries=0"
+        )
+    record = {"validation": args.recorded(), "model": model_record}
     record["scores"] = {m: _sha256(s) for m, s in scores.items()}
     if begin_stage(out, record, overwrite=config.overwrite):
         logging.info("validate %s: up to date in %s", name, out)
         return
-    train_args = training.TrainArgs(**record["model"]["train"])
-    train_rows = counterfactual.trained_rows(corpus.num_documents, train_args)
-    plan = _plan(args, records, scores, train_rows)
+    corpus = load_corpus(corpus_dir(workdir))
     tokens = _encode(workdir, config, records, corpus.max_length)
-    retrain = _Retrainer(name, model_dir(workdir, name), train_args, corpus, config, tokens, out)
-    original = retrain.original_nats()
-    nats = retrain.all(plan.units())
-    summary = _summarize(args, records, scores, train_rows, plan, nats, original)
-    summary["units"] = retrain.stats(plan.units())
+    mesh = make_mesh(MeshArgs(**config.mesh.to_dict()))
+    work = _Work(
+        name, args, train_args, corpus, tokens, read_model_config(model_dir(workdir, name))
+    )
+    started = time.perf_counter()
+    measured = work.retrain_subsets(out)
+    retrain_seconds = time.perf_counter() - started
+    scores |= work.training_aware(out, _influence_args(config), mesh)
+    summary = _summarize(args, records, scores, work, measured)
+    summary["retraining"] = _throughput(work, retrain_seconds, model_dir(workdir, name))
     write_json(out / "summary.json", summary)
     for file, png in figures.validation_figures(summary).items():
         (out / file).write_bytes(png)
@@ -189,127 +219,172 @@ def _encode(workdir: Path, config: ConfigDict, records, max_length: int) -> Quer
     )
 
 
-# --- which retrainings -------------------------------------------------------------------------
+def _influence_args(config: ConfigDict) -> InfluenceArgs:
+    """The scores stage's EK-FAC settings, for the models the validation trains itself."""
+    s = ScoresArgs.from_config(config)
+    f = config.factors
+    return InfluenceArgs(
+        layers=s.layers,
+        strategy="ekfac",
+        factors=FactorArgs(fisher=f.fisher, seed=f.seed, lambda_chunk=f.lambda_chunk),
+        fit_batch_size=f.batch_size,
+        damping=DampingArgs(scale=s.damping_scale, absolute=s.damping_absolute),
+        queries=s.queries,
+        scoring=dataclasses.replace(s.scoring, self_influence=False),
+    )
 
 
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    """masks [M, N_train] (LDS subsets, True = kept); removals: (method, query row) -> rows."""
-
-    train_rows: np.ndarray
-    masks: np.ndarray
-    removals: dict[tuple[str, int], np.ndarray]
-
-    def lds_exclusions(self) -> list[np.ndarray]:
-        return [self.train_rows[~mask] for mask in self.masks]
-
-    def units(self) -> list[np.ndarray]:
-        """Every distinct exclusion set, LDS subsets first."""
-        out = {unit_key(e): e for e in [*self.lds_exclusions(), *self.removals.values()]}
-        return list(out.values())
-
-
-def _plan(args: ValidateArgs, records, scores: dict, train_rows: np.ndarray) -> _Plan:
-    masks = lds.sample_subsets(len(train_rows), args.num_subsets, args.fraction, args.seed)
-    removals = {
-        (method, q): counterfactual.top_k_rows(scores[method][q], args.k, train_rows)
-        for q in chosen_queries(records, args.factual_queries, args.reasoning_queries)
-        for method in args.methods
-    }
-    return _Plan(train_rows, masks, removals)
-
-
-def chosen_queries(records: list[dict], factual: int, reasoning: int) -> list[int]:
-    """Rows of the counterfactual queries: `factual` and `reasoning` ones, evenly spaced over
-    each kind's rows (the rows are grouped by family, so every family gets its share)."""
-    kinds = [_kind(r) for r in records]
-    chosen = []
-    for kind, count in (("factual", factual), ("reasoning", reasoning)):
-        rows = [i for i, k in enumerate(kinds) if k == kind]
-        if count > len(rows):
-            raise ValueError(f"validation: {count} {kind} queries asked, {len(rows)} available")
-        if count:
-            chosen += [rows[int(i)] for i in np.linspace(0, len(rows) - 1, count).round()]
-    return chosen
+def chosen_rows(count: int, num_queries: int) -> np.ndarray:
+    """`count` query rows evenly spaced over all rows (grouped by family: each gets a share)."""
+    count = min(count, num_queries)
+    if not count:
+        return np.zeros(0, int)
+    return np.unique(np.linspace(0, num_queries - 1, count).round().astype(int))
 
 
 def _kind(record: dict) -> str:
     return query_kind(QueryRecord.from_json(record, "query"))
 
 
-def unit_key(excluded: np.ndarray) -> str:
-    """The unit's name: a hash of the sorted rows it leaves out."""
-    rows = np.unique(np.asarray(excluded, np.int64))
-    return hashlib.sha256(rows.tobytes()).hexdigest()[:16]
+# --- the work: retrainings, training-aware methods ---------------------------------------------
 
 
-# --- running the retrainings -----------------------------------------------------------------
+class _Work:
+    """The retrainings and the training-aware scores of one validated model."""
 
-
-class _Retrainer:
-    """Runs units (retrain without some rows, measure every query), cached and lock-claimed."""
-
-    def __init__(self, name, original, train_args, corpus: TokenizedCorpus, config, tokens, out):
-        self.name, self.original, self.train_args = name, original, train_args
-        self.corpus, self.tokens, self.out = corpus, tokens, out
-        self.cfg = read_model_config(original)
-        self.mesh = make_mesh(MeshArgs(**config.mesh.to_dict()))
-        (out / "units").mkdir(parents=True, exist_ok=True)
-
-    def original_nats(self) -> np.ndarray:
-        """Every query's NLL under the pretrained model itself (the "nothing removed" run)."""
-        return counterfactual.measure(self.original, self.tokens, self.mesh)
-
-    def all(self, units: list[np.ndarray]) -> dict[str, np.ndarray]:
-        """Unit key -> nats [Q] for every unit: runs those nobody holds, then waits for the rest."""
-        waiting = []
-        for i, excluded in enumerate(units):
-            with _claim(self._dir(excluded), block=False) as claimed:
-                if not claimed:
-                    waiting.append(excluded)
-                    continue
-                self._run(excluded, f"{i + 1}/{len(units)}")
-        for excluded in waiting:  # held by another process: wait for it to finish
-            with _claim(self._dir(excluded), block=True):
-                self._run(excluded, "(after another process)")
-        return {unit_key(e): np.load(self._dir(e) / "nats.npy") for e in units}
-
-    def stats(self, units: list[np.ndarray]) -> dict:
-        seconds = [json.loads((self._dir(e) / "unit.json").read_text())["seconds"] for e in units]
-        return {"count": len(units), "seconds": round(float(sum(seconds)), 1)}
-
-    def _dir(self, excluded: np.ndarray) -> Path:
-        return self.out / "units" / unit_key(excluded)
-
-    def _run(self, excluded: np.ndarray, which: str) -> None:
-        """Retrain without `excluded` and measure, unless the unit is already done."""
-        unit = self._dir(excluded)
-        if (unit / "nats.npy").is_file():
-            return
-        logging.info("validate %s: unit %s, %d rows left out", self.name, which, len(excluded))
-        start = time.perf_counter()
-        np.save(unit / "excluded.npy", np.unique(excluded))
-        train_model(
-            self.name,
-            self.cfg,
-            self.train_args,
-            self.corpus,
-            self.mesh,
-            unit / "model",
-            exclude_rows=excluded,
+    def __init__(self, name, args: ValidateArgs, train_args, corpus: TokenizedCorpus, tokens, cfg):
+        self.name, self.args, self.train_args, self.corpus, self.cfg = (
+            name, args, train_args, corpus, cfg,
+        )  # fmt: skip
+        self.tokens, self.queries = tokens, tokens.batch()
+        self.train_rows = training.split_rows(
+            corpus.num_documents, train_args.held_out_fraction, train_args.seed
+        )[0]
+        self.masks = lds.sample_subsets(
+            len(self.train_rows), args.num_subsets, args.fraction, args.seed
         )
-        nats = counterfactual.measure(unit / "model", self.tokens, self.mesh)
-        shutil.rmtree(unit / "model" / "checkpoints", ignore_errors=True)
-        seconds = round(time.perf_counter() - start, 1)
-        write_json(unit / "unit.json", {"excluded": int(len(excluded)), "seconds": seconds})
-        np.save(unit / "nats.npy", nats)  # last: its presence marks the unit done
+        self.retrainer = retrain.Retrainer(
+            cfg, train_args, np.asarray(corpus.tokens), corpus.lengths, devices=jax.local_devices()
+        )
+
+    def runs(self) -> list[tuple[int, int]]:
+        """(subset, seed offset) of every retraining, seeds innermost."""
+        return [(m, s) for m in range(self.args.num_subsets) for s in range(self.args.seeds)]
+
+    def weights(self, subset: int) -> np.ndarray:
+        w = np.ones(self.corpus.num_documents, np.float32)
+        w[self.train_rows[~self.masks[subset]]] = 0.0
+        return w
+
+    def retrain_subsets(self, out: Path) -> np.ndarray:
+        """[Q, M, S] every query's NLL after each retraining (runs chunks nobody holds, then
+        waits for the others' chunks)."""
+        runs, k = self.runs(), self.args.models_per_call
+        chunks = [runs[i : i + k] for i in range(0, len(runs), k)]
+        (out / "runs").mkdir(parents=True, exist_ok=True)
+        bar = tqdm(
+            total=len(runs) * self.train_args.steps,
+            desc=f"retrain {self.name} ({len(runs)} models)",
+            unit="step",
+            mininterval=2.0,
+        )
+        waiting = []
+        for i, chunk in enumerate(chunks):
+            with _claim(_chunk_path(out, i), block=False) as claimed:
+                if claimed:
+                    self._run_chunk(out, i, chunk, bar)
+                else:
+                    waiting.append((i, chunk))
+        for i, chunk in waiting:  # held by another process: wait for it
+            with _claim(_chunk_path(out, i), block=True):
+                self._run_chunk(out, i, chunk, bar)
+        bar.close()
+        nats = np.concatenate([np.load(_chunk_path(out, i)) for i in range(len(chunks))])
+        return nats.reshape(self.args.num_subsets, self.args.seeds, -1).transpose(2, 0, 1)
+
+    def _run_chunk(self, out: Path, index: int, chunk, bar) -> None:
+        path = _chunk_path(out, index)
+        if path.is_file():
+            bar.update(len(chunk) * self.train_args.steps)
+            return
+        weights = np.stack([self.weights(m) for m, _ in chunk])
+        seeds = [self.train_args.seed + s for _, s in chunk]
+        params, _ = self.retrainer(weights, seeds, lambda n: bar.update(n * len(chunk)))
+        tmp = path.with_name(path.name + ".tmp.npy")
+        np.save(tmp, self.retrainer.measure(params, self.queries))
+        tmp.replace(path)
+
+    def training_aware(self, out: Path, influence: InfluenceArgs, mesh) -> dict[str, np.ndarray]:
+        """{method: scores [Q, N]} of the enabled training-aware methods (cached in methods/)."""
+        args, found = self.args, {}
+        directory = out / "methods"
+        directory.mkdir(parents=True, exist_ok=True)
+        steps = self.checkpoint_steps()
+        if args.checkpoints or args.ensemble:
+            per_model = self._reference_scores(directory, influence, mesh, steps)
+            if args.checkpoints:
+                weights = methods.checkpoint_weights(self.train_args, steps)
+                checkpoint_scores = [per_model[f"ekfac_seed0_step{t}"] for t in steps]
+                found["ekfac_checkpoints"] = methods.combine_checkpoints(checkpoint_scores, weights)
+            if args.ensemble:
+                final = self.train_args.steps
+                members = [per_model[f"ekfac_seed{e}_step{final}"] for e in range(args.ensemble)]
+                found["ekfac_ensemble"] = methods.ensemble(members)
+        if args.metagradient_queries:
+            found["metagradient"] = self._metagradient(directory)
+        return found
+
+    def checkpoint_steps(self) -> list[int]:
+        c, steps = self.args.checkpoints, self.train_args.steps
+        return sorted({int(round(steps * (i + 1) / c)) for i in range(c)}) if c else [steps]
+
+    def _reference_scores(self, directory: Path, influence, mesh, steps) -> dict[str, np.ndarray]:
+        """EK-FAC scores of the full-data runs: seed 0 at every checkpoint step, seeds 1.. at
+        the last step. Trains them (one call) unless every matrix is cached."""
+        final = self.train_args.steps
+        wanted = [(0, t) for t in steps] + [(e, final) for e in range(1, self.args.ensemble)]
+        wanted += [] if (0, final) in wanted else [(0, final)]
+        path = lambda e, t: directory / f"ekfac_seed{e}_step{t}.npy"  # noqa: E731
+        if not all(path(e, t).is_file() for e, t in wanted):
+            seeds = [self.train_args.seed + e for e in range(max(self.args.ensemble, 1))]
+            logging.info("validate %s: training %d full-data models", self.name, len(seeds))
+            weights = np.ones((len(seeds), self.corpus.num_documents), np.float32)
+            last, saved = self.retrainer(weights, seeds, checkpoints=tuple(steps))
+            saved[final] = last
+            for e, t in tqdm(wanted, desc=f"EK-FAC {self.name} (seeds, checkpoints)"):
+                model = nnx.merge(self.retrainer.graphdef, retrain.unstack(saved[t], e))
+                scores = influence_scores(model, self.corpus, self.tokens, influence, mesh)
+                np.save(path(e, t), scores)
+        return {f"ekfac_seed{e}_step{t}": np.load(path(e, t)) for e, t in wanted}
+
+    def _metagradient(self, directory: Path) -> np.ndarray:
+        """[Q, N] metagradient scores on the chosen rows, NaN on the others (cached)."""
+        path = directory / "metagradient.npy"
+        if not path.is_file():
+            rows = chosen_rows(self.args.metagradient_queries, self.queries.inputs.shape[0])
+            graphdef, params = retrain.init_params(self.cfg, self.train_args.seed)
+            data = self.retrainer.seed_stream(self.train_args.seed)
+            queries = jax.tree.map(lambda x: x[rows], self.queries)
+            bar = tqdm(total=len(rows), desc=f"metagradients {self.name}", unit="query")
+            scores, _ = metagradient.metagradient_scores(
+                graphdef, self.train_args, params, data, queries, self.corpus.num_documents,
+                self.args.metagradient_chunk, bar.update,
+            )  # fmt: skip
+            bar.close()
+            full = np.full((self.queries.inputs.shape[0], self.corpus.num_documents), np.nan)
+            full[rows] = scores
+            np.save(path, full)
+        return np.load(path)
+
+
+def _chunk_path(out: Path, index: int) -> Path:
+    return out / "runs" / f"chunk_{index:05d}.npy"
 
 
 @contextlib.contextmanager
-def _claim(unit: Path, block: bool) -> Iterator[bool]:
-    """Hold the unit's lock file (released when the process dies); yields whether it is held."""
-    unit.mkdir(parents=True, exist_ok=True)
-    with open(unit / "lock", "w") as f:
+def _claim(path: Path, block: bool) -> Iterator[bool]:
+    """Hold `path`'s lock file (released when the process dies); yields whether it is held."""
+    with open(path.with_suffix(".lock"), "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -324,43 +399,65 @@ def _claim(unit: Path, block: bool) -> Iterator[bool]:
 # --- results ---------------------------------------------------------------------------------
 
 
-def _summarize(args, records, scores, train_rows, plan: _Plan, nats, original) -> dict:
-    """summary.json: per method, LDS and counterfactual NLL change by query kind."""
+def _summarize(args: ValidateArgs, records, scores: dict, work: _Work, measured) -> dict:
+    """summary.json: per method, LDS by query kind with bootstrap intervals; the ceiling."""
     kinds = np.asarray([_kind(r) for r in records])
-    actual = np.stack([nats[unit_key(e)] for e in plan.lds_exclusions()], axis=1)  # [Q, M]
+    groups = {"all": np.arange(len(kinds))} | {k: np.flatnonzero(kinds == k) for k in set(kinds)}
+    interval = lambda p, m, rows: dataclasses.asdict(  # noqa: E731
+        lds.bootstrap_lds(p, m, rows, args.bootstrap, args.seed)
+    )
     out = {
         "model": args.model,
         "args": dataclasses.asdict(args),
+        "methods": [*args.methods, *(m for m in TRAINING_AWARE if m in scores)],
         "queries": [r["id"] for r in records],
         "kinds": kinds.tolist(),
+        "subset_nats_std": float(np.mean(measured.mean(axis=2).std(axis=1))),
+        "seed_nats_std": float(np.mean(measured.std(axis=2))) if args.seeds > 1 else None,
         "lds": {},
-        "counterfactual": {},
-        "original_nats": original.tolist(),
-        "subset_nats_std": float(np.mean(actual.std(axis=1))),
     }
-    chosen = sorted({q for _, q in plan.removals})
-    for method in args.methods:
-        predicted = lds.subset_predictions(scores[method][:, train_rows], plan.masks)
-        per_query = lds.lds(predicted, actual)
-        out["lds"][method] = _by_kind(per_query, kinds) | {"per_query": _floats(per_query)}
-        change = np.asarray(
-            [nats[unit_key(plan.removals[method, q])][q] - original[q] for q in chosen]
+    if "metagradient" in scores:
+        meta_rows = np.flatnonzero(np.isfinite(scores["metagradient"][:, 0]))
+        out["metagradient_queries"] = [records[q]["id"] for q in meta_rows]
+    for method in out["methods"]:
+        predicted = lds.subset_predictions(
+            np.nan_to_num(scores[method][:, work.train_rows]), work.masks
         )
-        out["counterfactual"][method] = _by_kind(change, kinds[chosen]) | {
-            "per_query": dict(zip([records[q]["id"] for q in chosen], _floats(change), strict=True))
+        defined = np.isfinite(scores[method][:, 0])
+        per_query = np.where(defined, lds.seed_mean_lds(predicted, measured), np.nan)
+        entry = {
+            k: interval(predicted, measured, rows[defined[rows]]) for k, rows in groups.items()
         }
+        entry["per_query"] = _floats(per_query)
+        entry["seed0"] = float(
+            np.nanmean(np.where(defined, lds.lds(predicted, measured[:, :, 0]), np.nan))
+        )
+        if "metagradient" in scores:
+            entry["on_metagradient_queries"] = interval(predicted, measured, meta_rows)
+        out["lds"][method] = entry
+    if args.seeds > 1:
+        split = lds.split_half(measured)
+        half = measured.shape[2] // 2
+        a, b = measured[:, :, :half].mean(axis=2), measured[:, :, half : 2 * half]
+        ceiling = {k: interval(a, b, rows) for k, rows in groups.items()}
+        ceiling["per_query"] = _floats(split)
+        ceiling["attainable"] = lds.attainable(np.nanmean(split))
+        out["ceiling"] = ceiling
     return out
 
 
-def _by_kind(values: np.ndarray, kinds: np.ndarray) -> dict:
-    """{"all" | kind: {"mean", "stderr", "count"}} (None where undefined, e.g. one query)."""
-    groups = {"all": np.ones(len(kinds), bool)} | {k: kinds == k for k in np.unique(kinds)}
+def _throughput(work: _Work, seconds: float, original: Path) -> dict:
+    """Retrainings per hour, batched (this stage) and sequential (the pretrain stage's loop)."""
+    count = work.args.num_subsets * work.args.seeds
+    metrics = original / "metrics.json"
+    sequential = json.loads(metrics.read_text()).get("seconds") if metrics.is_file() else None
     return {
-        k: {
-            key: (None if isinstance(v, float) and not np.isfinite(v) else v)
-            for key, v in dataclasses.asdict(lds.summarize(values[m])).items()
-        }
-        for k, m in groups.items()
+        "count": count,
+        "seconds": round(seconds, 1),
+        "per_hour_batched": round(3600 * count / max(seconds, 1e-9), 1),
+        "per_hour_sequential": round(3600 / sequential, 1) if sequential else None,
+        "models_per_call": work.args.models_per_call,
+        "devices": len(work.retrainer.devices),
     }
 
 
@@ -368,13 +465,8 @@ def _floats(values: np.ndarray) -> list[float | None]:
     return [None if not np.isfinite(v) else round(float(v), 6) for v in values]
 
 
-def _num(value: float | None, spec: str = ".3f") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def _headline(summary: dict) -> str:
-    parts = []
-    for method, entry in summary["lds"].items():
-        change = summary["counterfactual"][method]["all"]["mean"]
-        parts.append(f"{method} LDS {_num(entry['all']['mean'])}, Δnats {_num(change, '+.3f')}")
-    return "; ".join(parts)
+    parts = [f"{m} {summary['lds'][m]['all']['mean']:.3f}" for m in summary["methods"]]
+    if "ceiling" in summary:
+        parts.append(f"ceiling {summary['ceiling']['all']['mean']:.3f}")
+    return "LDS " + ", ".join(parts)

@@ -1,7 +1,8 @@
-"""Figures of the validation (``validate/<model>/summary.json`` -> PNG bytes).
+"""The validation figure (``validate/<model>/summary.json`` -> ``lds.png``).
 
-Both show one group per method and one bar per query kind (factual, reasoning), the mean over
-queries with a ±1 standard-error bar, and each query as a dot.
+One group per method, one bar per query kind (factual, reasoning, control): the mean LDS over
+the kind's queries with its bootstrap 95% interval, each query as a dot, and the ceiling (how
+well half of the seeds predicts the other half) as a dashed line per kind.
 """
 
 from __future__ import annotations
@@ -11,65 +12,51 @@ from matplotlib.figure import Figure
 
 from infljax.analysis.figures import to_png
 
-KINDS = ("factual", "reasoning")
-KIND_COLOURS = {"factual": "#1f77b4", "reasoning": "#d62728"}
+KINDS = ("factual", "reasoning", "control")
+KIND_COLOURS = {"factual": "#1f77b4", "reasoning": "#d62728", "control": "#7f7f7f"}
 
 
 def validation_figures(summary: dict) -> dict[str, bytes]:
-    """File name -> PNG: ``lds.png`` and ``counterfactual.png``."""
-    methods = list(summary["args"]["methods"])
-    kinds = np.asarray(summary["kinds"])
-    lds_points = {m: np.asarray(_nan(summary["lds"][m]["per_query"])) for m in methods}
-    chosen = list(summary["counterfactual"][methods[0]]["per_query"])
-    chosen_kinds = kinds[[summary["queries"].index(q) for q in chosen]]
-    removal_points = {
-        m: np.asarray(_nan(summary["counterfactual"][m]["per_query"].values())) for m in methods
-    }
-    k = summary["args"]["k"]
-    return {
-        "lds.png": _bars(
-            methods,
-            lds_points,
-            kinds,
-            "LDS (Spearman, per query)",
-            f"{summary['model']}: linear datamodeling score over "
-            f"{summary['args']['num_subsets']} retrainings on random subsets",
-        ),
-        "counterfactual.png": _bars(
-            methods,
-            removal_points,
-            chosen_kinds,
-            "Δ completion NLL (nats) after removal",
-            f"{summary['model']}: retrained without each method's top {k} documents "
-            "(higher = the removed documents mattered)",
-        ),
-    }
+    """File name -> PNG: ``lds.png``."""
+    args = summary["args"]
+    title = (
+        f"{summary['model']}: LDS over {args['num_subsets']} random {args['fraction']:.0%} "
+        f"subsets x {args['seeds']} seeds (95% bootstrap intervals)"
+    )
+    return {"lds.png": _bars(summary, title)}
 
 
-def _nan(values) -> list[float]:
-    return [np.nan if v is None else v for v in values]
-
-
-def _bars(methods, points: dict, kinds: np.ndarray, ylabel: str, title: str) -> bytes:
-    fig = Figure(layout="constrained", figsize=(max(6.0, 1.3 * len(methods) + 2), 4.2))
+def _bars(summary: dict, title: str) -> bytes:
+    methods, kinds = summary["methods"], np.asarray(summary["kinds"])
+    present = [k for k in KINDS if k in set(kinds)]
+    fig = Figure(layout="constrained", figsize=(max(6.0, 1.1 * len(methods) + 2), 4.4))
     ax = fig.subplots()
-    width = 0.38
+    width = 0.8 / len(present)
     rng = np.random.default_rng(0)  # jitter of the dots only
-    for j, kind in enumerate(KINDS):
-        offsets = np.arange(len(methods)) + (j - 0.5) * width
-        means, errors = [], []
-        for i, method in enumerate(methods):
-            values = points[method][kinds == kind]
-            values = values[np.isfinite(values)]
-            means.append(values.mean() if len(values) else np.nan)
-            errors.append(values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0)
-            jitter = rng.uniform(-width / 4, width / 4, len(values))
-            ax.scatter(offsets[i] + jitter, values, s=9, color="k", alpha=0.45, zorder=3)
-        ax.bar(offsets, means, width, yerr=errors, capsize=3, label=kind,
+    for j, kind in enumerate(present):
+        offsets = np.arange(len(methods)) + (j - (len(present) - 1) / 2) * width
+        entries = [summary["lds"][m].get(kind, {}) for m in methods]
+        means = np.array([_num(e.get("mean")) for e in entries])
+        low = np.array([_num(e.get("low")) for e in entries])
+        high = np.array([_num(e.get("high")) for e in entries])
+        errors = np.nan_to_num(np.stack([means - low, high - means]))
+        ax.bar(offsets, means, width, yerr=errors, capsize=2, label=kind,
                color=KIND_COLOURS[kind], alpha=0.75)  # fmt: skip
+        for i, method in enumerate(methods):
+            values = np.array([_num(v) for v in summary["lds"][method]["per_query"]])
+            values = values[(kinds == kind) & np.isfinite(values)]
+            jitter = rng.uniform(-width / 4, width / 4, len(values))
+            ax.scatter(offsets[i] + jitter, values, s=7, color="k", alpha=0.4, zorder=3)
+        ceiling = summary.get("ceiling", {}).get(kind, {}).get("mean")
+        if ceiling is not None:
+            ax.axhline(ceiling, color=KIND_COLOURS[kind], ls="--", lw=1)
     ax.axhline(0, color="#444", lw=0.8)
-    ax.set_xticks(np.arange(len(methods)), methods)
-    ax.set_ylabel(ylabel)
+    ax.set_xticks(np.arange(len(methods)), methods, rotation=20, ha="right")
+    ax.set_ylabel("LDS (Spearman per query; dashed: ceiling)")
     ax.set_title(title, fontsize=10)
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, fontsize=8)
     return to_png(fig)
+
+
+def _num(value) -> float:
+    return np.nan if value is None else float(value)

@@ -158,4 +158,6 @@ def bootstrap_lds(
         means[b] = np.nanmean(lds(predicted[picked][:, cols], actual[picked][:, cols]))
     finite = means[np.isfinite(means)]
     low, high = np.percentile(finite, [2.5, 97.5]) if len(finite) else (np.nan, np.nan)
-    return Interval(float(np.nanmean(point)), float(low), float(high), int(np.isfinite(point).sum()))
+    return Interval(
+        float(np.nanmean(point)), float(low), float(high), int(np.isfinite(point).sum())
+    )

@@ -43,9 +43,7 @@ def make_metagradient_fn(
 
     def fn(params, data, queries, cotangents, num_documents):
         weights = jnp.ones((num_documents,), cotangents.dtype)
-        nats, pullback = jax.vjp(
-            lambda w: nats_after_training(params, data, queries, w), weights
-        )
+        nats, pullback = jax.vjp(lambda w: nats_after_training(params, data, queries, w), weights)
         return nats, jax.vmap(lambda c: pullback(c)[0])(cotangents)
 
     return jax.jit(fn, static_argnums=(4,))

@@ -33,7 +33,7 @@ from flax import nnx
 
 from infljax import training
 from infljax.models.decoder import Decoder, DecoderConfig
-from infljax.models.losses import token_nll
+from infljax.models.losses import Batch, token_nll
 
 
 @jax.tree_util.register_dataclass
@@ -146,6 +146,7 @@ class Retrainer:
         tokens: np.ndarray,
         lengths: np.ndarray,
         chunk_steps: int = 50,
+        devices: list | None = None,
     ):
         self.cfg, self.args = cfg, args
         self.tokens, self.lengths = np.asarray(tokens), np.asarray(lengths)
@@ -154,7 +155,13 @@ class Retrainer:
         self.tx = training.make_optimizer(args)
         self._streams: dict[int, Stream] = {}
         self._params: dict[int, nnx.State] = {}
+        # the model axis split over `devices` (CPU: one device per core trains ~1.3x faster
+        # than one device using both cores; measured 42.7 vs 54 ms per model-step)
+        self.devices = list(devices or jax.local_devices()[:1])
+        mesh = jax.sharding.Mesh(np.asarray(self.devices), ("models",))
+        self._split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("models"))
         self._chunk = jax.jit(self._run_chunk, static_argnums=(5,), donate_argnums=(0, 1))
+        self._nats = jax.jit(self._measure)
 
     def seed_stream(self, seed: int) -> Stream:
         if seed not in self._streams:
@@ -182,8 +189,14 @@ class Retrainer:
                 f"weights must be [K, N] = [{len(seeds)}, {len(self.lengths)}] (one row per "
                 f"seed, one column per corpus document), got {tuple(weights.shape)}"
             )
-        data = _stack([self.seed_stream(s) for s in seeds])
-        params = _stack([self.seed_params(s) for s in seeds])
+        k = len(seeds)
+        pad = -k % len(self.devices)  # repeat the last model so every device has as many
+        seeds = seeds + seeds[-1:] * pad
+        weights = jnp.concatenate([weights, jnp.repeat(weights[-1:], pad, axis=0)])
+        place = lambda tree: jax.device_put(tree, self._split)  # noqa: E731
+        data = place(_stack([self.seed_stream(s) for s in seeds]))
+        params = place(_stack([self.seed_params(s) for s in seeds]))
+        weights = place(weights)
         opt_state = jax.vmap(self.tx.init)(params)
         saved, done = {}, 0
         for stop in _chunk_ends(self.args.steps, self.chunk_steps, checkpoints):
@@ -192,8 +205,19 @@ class Retrainer:
                 on_steps(stop - done)
             done = stop
             if done in checkpoints:
-                saved[done] = jax.tree.map(jnp.copy, params)
-        return params, saved
+                saved[done] = _first(params, k)
+        return _first(params, k), saved
+
+    def measure(self, params: nnx.State, queries: Batch) -> np.ndarray:
+        """[K, Q] every query's completion NLL (nats) under each of the stacked models."""
+        return np.asarray(self._nats(params, queries))
+
+    def _measure(self, params, queries: Batch):
+        def nats(p):
+            logits = nnx.merge(self.graphdef, p)(queries.inputs)
+            return jnp.sum(queries.weights * token_nll(logits, queries.targets), axis=1)
+
+        return jax.vmap(nats)(params)
 
     def _run_chunk(self, params, opt_state, data, weights, start, count):
         step = jax.vmap(make_step(self.graphdef, self.tx), in_axes=(0, 0, 0, None, 0))
@@ -204,6 +228,11 @@ class Retrainer:
 
         carry, _ = jax.lax.scan(body, (params, opt_state), start + jnp.arange(count))
         return carry
+
+
+def _first(tree, k: int):
+    """The first k models of a stacked tree (copies: the chunk donates its inputs)."""
+    return jax.tree.map(lambda x: jnp.array(x[:k]), tree)
 
 
 def _stack(trees: list):

@@ -99,9 +99,7 @@ def test_metagradient_equals_finite_differences_of_retraining(packing):
     def measured(weights):
         trained = retrain.weighted_training(graphdef, args, params, data, weights)
         logits = nnx.merge(graphdef, trained)(batch.inputs)
-        return np.asarray(
-            jnp.sum(batch.weights * token_nll(logits, batch.targets), axis=1)
-        )
+        return np.asarray(jnp.sum(batch.weights * token_nll(logits, batch.targets), axis=1))
 
     np.testing.assert_allclose(nats, measured(jnp.ones(10)), rtol=1e-12)
     eps = 1e-4
