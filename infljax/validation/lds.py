@@ -155,7 +155,8 @@ def bootstrap_lds(
     for b in range(samples):
         cols = rng.integers(0, num_m, num_m)
         picked = rng.integers(0, num_q, num_q)
-        means[b] = np.nanmean(lds(predicted[picked][:, cols], actual[picked][:, cols]))
+        values = lds(predicted[picked][:, cols], actual[picked][:, cols])
+        means[b] = values[np.isfinite(values)].mean() if np.isfinite(values).any() else np.nan
     finite = means[np.isfinite(means)]
     low, high = np.percentile(finite, [2.5, 97.5]) if len(finite) else (np.nan, np.nan)
     return Interval(
