@@ -1,1 +1,1 @@
-"""Validation against ground truth: the linear datamodeling score and counterfactual retraining."""
+"""Validation against retraining: batched retraining, metagradients, training-aware methods, LDS."""

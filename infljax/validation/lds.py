@@ -2,7 +2,7 @@
 
 Sample M random subsets of the training documents, retrain on each, measure every query, and
 correlate (Spearman, per query, across the M subsets) what the scores predict with what the
-retrained models measure. Pure numpy/scipy; the retraining lives in `infljax.validation`'s
+retrained models measure. Pure numpy/scipy; the retraining lives in `infljax.validation.retrain`
 counterfactual module and the experiment.
 
 Sign convention. Influence scores are effects on the completion's **log-probability** (positive:
