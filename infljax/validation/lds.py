@@ -2,8 +2,8 @@
 
 Sample M random subsets of the training documents, retrain on each, measure every query, and
 correlate (Spearman, per query, across the M subsets) what the scores predict with what the
-retrained models measure. Pure numpy/scipy; the retraining lives in `infljax.validation.retrain`
-counterfactual module and the experiment.
+retrained models measure. Pure numpy/scipy; the retraining lives in
+`infljax.validation.retrain`, the experiment in `infljax.stages.validate`.
 
 Sign convention. Influence scores are effects on the completion's **log-probability** (positive:
 adding the document raises it, DESIGN §2); the measurement is the completion **NLL** (nats). A
