@@ -25,7 +25,8 @@ import numpy as np
 from flax import nnx
 
 from infljax import training
-from infljax.models.losses import Batch, token_nll
+from infljax.influence.measurement import make_nats_fn
+from infljax.models.losses import Batch
 from infljax.validation.retrain import Stream, weighted_training
 
 
@@ -36,10 +37,11 @@ def make_metagradient_fn(
     [C, N] = cotangents @ dnats/dw)`, at document weights 1 (N = corpus documents, from the
     stream). The forward run is shared by the C cotangents; the backward is vmapped over them."""
 
+    nats_fn = make_nats_fn(graphdef)
+
     def nats_after_training(params, data: Stream, queries: Batch, weights):
         trained = weighted_training(graphdef, args, params, data, weights, remat=True)
-        logits = nnx.merge(graphdef, trained)(queries.inputs)
-        return jnp.sum(queries.weights * token_nll(logits, queries.targets), axis=1)
+        return nats_fn(trained, queries)
 
     def fn(params, data, queries, cotangents, num_documents):
         weights = jnp.ones((num_documents,), cotangents.dtype)

@@ -32,6 +32,7 @@ import optax
 from flax import nnx
 
 from infljax import training
+from infljax.influence.measurement import make_nats_fn
 from infljax.models.decoder import Decoder, DecoderConfig
 from infljax.models.losses import Batch, token_nll
 
@@ -85,13 +86,11 @@ def weighted_loss(graphdef, params, tokens, lengths, docs, weights) -> jax.Array
     """Mean NLL per weighted prediction of one batch: tokens/docs [B, T], lengths [B], weights
     [N] per corpus document. The prediction at position t (of token t+1) has weight
     `weights[docs[:, t+1]]`; with all weights 1 this is `training.mean_token_loss`."""
-    targets = jnp.concatenate([tokens[:, 1:], jnp.zeros_like(tokens[:, :1])], axis=1)
-    positions = jnp.arange(tokens.shape[1])[None, :]
-    real = positions < lengths[:, None] - 1
+    batch = Batch.from_documents(tokens, lengths)
     target_docs = jnp.concatenate([docs[:, 1:], jnp.full_like(docs[:, :1], -1)], axis=1)
-    w = jnp.where(real, weights[jnp.maximum(target_docs, 0)], 0.0)
+    w = batch.weights * weights[jnp.maximum(target_docs, 0)]
     logits = nnx.merge(graphdef, params)(tokens)
-    return jnp.sum(w * token_nll(logits, targets)) / jnp.maximum(jnp.sum(w), 1.0)
+    return jnp.sum(w * token_nll(logits, batch.targets)) / jnp.maximum(jnp.sum(w), 1.0)
 
 
 def make_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> Callable:
@@ -161,7 +160,7 @@ class Retrainer:
         mesh = jax.sharding.Mesh(np.asarray(self.devices), ("models",))
         self._split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("models"))
         self._chunk = jax.jit(self._run_chunk, static_argnums=(5,), donate_argnums=(0, 1))
-        self._nats = jax.jit(self._measure)
+        self._nats = jax.jit(jax.vmap(make_nats_fn(self.graphdef), in_axes=(0, None)))
 
     def seed_stream(self, seed: int) -> Stream:
         if seed not in self._streams:
@@ -211,13 +210,6 @@ class Retrainer:
     def measure(self, params: nnx.State, queries: Batch) -> np.ndarray:
         """[K, Q] every query's completion NLL (nats) under each of the stacked models."""
         return np.asarray(self._nats(params, queries))
-
-    def _measure(self, params, queries: Batch):
-        def nats(p):
-            logits = nnx.merge(self.graphdef, p)(queries.inputs)
-            return jnp.sum(queries.weights * token_nll(logits, queries.targets), axis=1)
-
-        return jax.vmap(nats)(params)
 
     def _run_chunk(self, params, opt_state, data, weights, start, count):
         step = jax.vmap(make_step(self.graphdef, self.tx), in_axes=(0, 0, 0, None, 0))
