@@ -1,21 +1,28 @@
 """Stage bookkeeping and orbax wrappers: the only module that decides skip / refuse / resume.
 
-Every stage directory holds ``args.json`` = {"args": ..., "complete": bool} (DESIGN §1):
-* outputs complete and arguments equal  -> the stage is skipped;
-* arguments differ                      -> refused with the differing keys, unless overwrite;
-* arguments equal but not complete      -> the stage resumes from its own partial outputs.
+Every stage directory holds ``args.json`` = {"args": ..., "inputs": ..., "complete": bool,
+"run": id} (DESIGN §1):
+* outputs complete, arguments and inputs equal -> the stage is skipped;
+* arguments differ                             -> refused with the differing keys, unless
+                                                  overwrite (or nothing was written yet);
+* inputs changed (`fingerprint`)               -> recomputed;
+* arguments and inputs equal, not complete     -> resumed from its own partial outputs;
+* overwrite                                    -> recomputed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 from infljax.multihost import on_main, process_count
 
@@ -50,48 +57,99 @@ def diff_args(old: dict, new: dict) -> list[str]:
     ]
 
 
-def begin_stage(directory: str | Path, args: dict, *, overwrite: bool = False) -> bool:
+def begin_stage(
+    directory: str | Path,
+    args: dict,
+    *,
+    inputs: dict[str, str | Path] | None = None,
+    overwrite: bool = False,
+) -> bool:
     """Prepare `directory` for a stage run with `args`. Returns True when it is already complete.
 
-    Raises StageConflict naming the differing arguments when the directory was written with
-    other arguments and `overwrite` is False; with `overwrite` the old outputs are removed.
-    With several processes, process 0 decides and writes; every process gets its answer.
+    `inputs`: what the stage reads ({name: path}), recorded by `fingerprint`, so that an input
+    changed in place (a corpus fixed, a checkpoint replaced, an upstream stage recomputed)
+    makes the stage recompute instead of returning stale results.
+
+    Raises StageConflict naming the differing arguments when the directory holds outputs
+    written with other arguments and `overwrite` is False. A directory whose record has no
+    outputs beside it (a run refused before it wrote anything) is simply taken over. With
+    `overwrite` the stage always recomputes (its old outputs are removed). With several
+    processes, process 0 decides and writes; every process gets its answer.
     """
-    return on_main(_begin_stage, Path(directory), _normalise(args), overwrite)
+    return on_main(_begin_stage, Path(directory), _normalise(args), dict(inputs or {}), overwrite)
 
 
-def _begin_stage(directory: Path, args: dict, overwrite: bool) -> bool:
+def _begin_stage(directory: Path, args: dict, inputs: dict, overwrite: bool) -> bool:
     record = directory / ARGS_FILE
+    found = _normalise({name: fingerprint(path) for name, path in sorted(inputs.items())})
     if record.exists():
         saved = json.loads(record.read_text())
         changes = diff_args(saved["args"], args)
-        if not changes:
-            return bool(saved.get("complete"))
-        if not overwrite:
+        if changes and not overwrite and _has_outputs(directory):
             raise StageConflict(
                 f"{directory} was written with different arguments:\n  "
                 + "\n  ".join(changes)
-                + "\nUse another --workdir, or pass --config.overwrite=True to replace it."
+                + "\nUse another --workdir, or pass --config.overwrite=True to recompute (with "
+                "--stages=<stage> to recompute only this stage; the stages after it follow)."
             )
+        changed = sorted(k for k in found.keys() | saved.get("inputs", {}).keys()
+                         if found.get(k) != saved.get("inputs", {}).get(k))  # fmt: skip
+        if not changes and not changed and not overwrite:
+            return bool(saved.get("complete"))
+        if changed and not changes and _has_outputs(directory):
+            logging.warning("%s: input(s) %s changed since it ran; recomputing", directory, changed)
         shutil.rmtree(directory)
     elif directory.exists() and any(directory.iterdir()) and not overwrite:
         raise StageConflict(
             f"{directory} is not empty but has no {ARGS_FILE}; it was not written by infljax. "
             "Use another --workdir, or pass --config.overwrite=True to replace it."
         )
+    elif directory.exists() and overwrite:
+        shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _write_record(directory, args, complete=False)
+    _write_record(directory, {"args": args, "inputs": found, "complete": False})
     return False
 
 
+def _has_outputs(directory: Path) -> bool:
+    return any(p.name != ARGS_FILE for p in directory.iterdir())
+
+
+def fingerprint(path: str | Path) -> dict | None:
+    """What a stage record keeps of an input: a stage directory (or a file directly in one) by
+    the run that completed it (so a recomputed upstream stage is seen, and a moved workdir is
+    not); any other file or directory by the names, sizes and modification times of its
+    files; None when it does not exist."""
+    path = Path(path)
+    for stage_dir in (path, path.parent):
+        record = stage_dir / ARGS_FILE
+        if record.is_file():
+            saved = json.loads(record.read_text())
+            return {"run": saved.get("run")}
+    if path.is_file():
+        stat = path.stat()
+        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if path.is_dir():
+        digest, count = hashlib.sha256(), 0
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            stat = file.stat()
+            digest.update(
+                f"{file.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
+            )
+            count += 1
+        return {"files": count, "sha256": digest.hexdigest()}
+    return None
+
+
 def finish_stage(directory: str | Path) -> None:
-    """Mark the stage in `directory` complete (process 0 writes; every process waits for it)."""
+    """Mark the stage in `directory` complete, with a new run id (`fingerprint`) that the
+    stages reading it record (process 0 writes; every process waits for it)."""
     on_main(_finish_stage, Path(directory))
 
 
 def _finish_stage(directory: Path) -> None:
     saved = json.loads((directory / ARGS_FILE).read_text())
-    _write_record(directory, saved["args"], complete=True)
+    _write_record(directory, saved | {"complete": True, "run": uuid.uuid4().hex})
 
 
 def is_complete(directory: str | Path) -> bool:
@@ -104,9 +162,9 @@ def _is_complete(directory: Path) -> bool:
     return record.exists() and bool(json.loads(record.read_text()).get("complete"))
 
 
-def _write_record(directory: Path, args: dict, complete: bool) -> None:
+def _write_record(directory: Path, record: dict) -> None:
     tmp = directory / (ARGS_FILE + ".tmp")
-    tmp.write_text(json.dumps({"args": _normalise(args), "complete": complete}, indent=2))
+    tmp.write_text(json.dumps(_normalise(record), indent=2))
     tmp.replace(directory / ARGS_FILE)
 
 

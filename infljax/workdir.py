@@ -24,6 +24,13 @@ def local_workdir(workdir: str | Path) -> Path:
     return Path(workdir)
 
 
+def stored_path(path: str | Path, workdir: str | Path) -> str:
+    """How a record keeps a path: relative to the workdir when inside it (so that a moved
+    workdir stays valid), else absolute."""
+    path, root = Path(path).absolute(), Path(workdir).absolute()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path.resolve())
+
+
 def world_dir(workdir: Path) -> Path:
     """world.json (ground truth) and corpus.jsonl of the procedural world."""
     return Path(workdir) / "world"
@@ -47,7 +54,13 @@ def factors_dir(workdir: Path, name: str) -> Path:
     return Path(workdir) / "factors" / name
 
 
+def queries_dir(workdir: Path) -> Path:
+    """The queries stage's directory: queries.jsonl, stats.json."""
+    return Path(workdir) / "queries"
+
+
 def queries_path(workdir: Path) -> Path:
+    """The queries stage's queries.jsonl, copied to the workdir's top level for users."""
     return Path(workdir) / "queries.jsonl"
 
 

@@ -299,7 +299,7 @@ def convert_checkpoint(
 
     out = Path(out)
     record = {"checkpoint": str(Path(source).resolve()), "convert": dataclasses.asdict(args)}
-    if begin_stage(out, record, overwrite=overwrite):
+    if begin_stage(out, record, inputs={"checkpoint": source}, overwrite=overwrite):
         return False
     start = time.perf_counter()
     model = load_hf(source, args, mesh)

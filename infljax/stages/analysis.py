@@ -9,7 +9,6 @@ report's query browser) and the figures ``analysis/*.png``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -76,32 +75,6 @@ def _num_params(workdir: Path, name: str) -> float:
     return float(json.loads(path.read_text()).get("num_params") or float("inf"))
 
 
-def _fingerprint(paths: list[Path]) -> str:
-    """sha256 over small input files (and the size of large ones): changes when inputs do."""
-    digest = hashlib.sha256()
-    for path in paths:
-        if not path.is_file():
-            continue
-        digest.update(path.name.encode())
-        if path.stat().st_size > 64 << 20:
-            digest.update(str(path.stat().st_size).encode())
-        else:
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def _inputs_fingerprint(workdir: Path, names: list[str]) -> dict[str, str]:
-    out = {"queries": _fingerprint([queries_path(workdir)])}
-    files = ("query_nats.npy", "doc_grad_norms.npy", "args.json", "queries.jsonl", "scores.npy")
-    for name in names:
-        d = scores_dir(workdir, name)
-        out[name] = _fingerprint([d / f for f in files])
-        found = _baseline_dirs(workdir, name)
-        if found:  # only then, so that workdirs without baselines keep their record
-            out[f"{name}:baselines"] = _fingerprint([b / f for b in found for f in files])
-    return out
-
-
 def _baseline_dirs(workdir: Path, name: str) -> list[Path]:
     """``baselines/<name>/<method>/`` directories holding scores (stage `baselines`)."""
     root = baselines_dir(workdir, name)
@@ -140,9 +113,12 @@ def run(config: ConfigDict, workdir: Path) -> None:
     record = {
         "args": dataclasses.asdict(args),
         "models": names,
-        "inputs": _inputs_fingerprint(workdir, names),
     }
-    if begin_stage(out, record, overwrite=config.overwrite):
+    inputs = {"corpus": corpus_dir(workdir), "world": world_dir(workdir)}
+    inputs["queries"] = queries_path(workdir)
+    inputs |= {f"scores/{n}": scores_dir(workdir, n) for n in names}
+    inputs |= {f"baselines/{n}/{d.name}": d for n in names for d in _baseline_dirs(workdir, n)}
+    if begin_stage(out, record, inputs=inputs, overwrite=config.overwrite):
         logging.info("analysis: up to date in %s", out)
         return
     start = time.perf_counter()

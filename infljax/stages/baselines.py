@@ -48,6 +48,7 @@ from infljax.workdir import (
     corpus_dir,
     factors_dir,
     model_dir,
+    queries_dir,
     queries_path,
     scores_dir,
     tokenizer_path,
@@ -131,6 +132,7 @@ def _scoring_baseline(config: ConfigDict, workdir: Path, name: str, corpus, meth
         corpus,
         load_tokenizer(tokenizer_path(workdir)),
         records,
+        read_from={"corpus": corpus_dir(workdir), "queries": queries_dir(workdir)},
     )
     mesh = make_mesh(MeshArgs(**config.mesh.to_dict()))
     score_model(name, inputs, args, mesh, baselines_dir(workdir, name, method), config.overwrite)
@@ -177,7 +179,8 @@ def _write(
     """Write one baseline directory (unless up to date): scores_fn() [Q, N] as float32, unit
     doc_grad_norms, and the rows' source = (its query_nats.npy, its query records)."""
     out = baselines_dir(workdir, name, method)
-    if begin_stage(out, {"method": method, **record}, overwrite=overwrite):
+    inputs = {"corpus": corpus_dir(workdir), "rows": source[0].parent}
+    if begin_stage(out, {"method": method, **record}, inputs=inputs, overwrite=overwrite):
         logging.info("baselines %s/%s: up to date in %s", name, method, out)
         return
     scores = np.asarray(scores_fn(), np.float32)

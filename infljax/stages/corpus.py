@@ -18,7 +18,7 @@ from infljax.data.corpus import TokenizeArgs, corpus_stats, save_corpus, tokeniz
 from infljax.data.readers import read_corpus
 from infljax.data.tokenization import load_tokenizer, save_tokenizer, train_bpe
 from infljax.pipeline import stage, write_json
-from infljax.workdir import corpus_dir, tokenizer_path, world_dir
+from infljax.workdir import corpus_dir, stored_path, tokenizer_path, world_dir
 
 
 def _input_path(config: ConfigDict, workdir: Path) -> Path:
@@ -34,8 +34,11 @@ def _report_bad(bad: list, what: str) -> None:
 def run(config: ConfigDict, workdir: Path) -> None:
     out = corpus_dir(workdir)
     source = _input_path(config, workdir)
-    args = {"input": str(source), "corpus": config.corpus.to_dict()}
-    if begin_stage(out, args, overwrite=config.overwrite):
+    args = {"input": stored_path(source, workdir), "corpus": config.corpus.to_dict()}
+    inputs = {"source": source}
+    if not config.corpus.tokenizer.train:
+        inputs["tokenizer"] = config.corpus.tokenizer.path
+    if begin_stage(out, args, inputs=inputs, overwrite=config.overwrite):
         logging.info("corpus: up to date in %s", out)
         return
     start = time.perf_counter()

@@ -151,6 +151,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
             factors_dir(workdir, name),
             overwrite=config.overwrite,
             model_record=model_record(directory) | ({"param_dtype": dtype} if dtype else {}),
+            inputs={"model": directory, "corpus": corpus_dir(workdir)},
         )
 
 
@@ -175,9 +176,11 @@ def fit_model_factors(
     *,
     overwrite: bool = False,
     model_record: dict | None = None,
+    inputs: dict[str, Path] | None = None,
     stop_after: int | None = None,
 ) -> bool:
     """Fit and save the factors of `layers`; resume from `out`'s completed partitions.
+    `inputs`: where the model and corpus were read (`infljax.checkpoints.begin_stage`).
 
     `stop_after` returns after that many newly computed partitions, counted over both passes of
     every layer group (time-sliced jobs, resume tests). Returns True when the factors are
@@ -195,7 +198,7 @@ def fit_model_factors(
         "factors": {"fisher": args.fisher, "seed": args.seed},
         "plan": {"num_documents": plan.num_documents, "partitions": plan.partitions},
     }
-    if begin_stage(out, record, overwrite=overwrite):
+    if begin_stage(out, record, inputs=inputs, overwrite=overwrite):
         logging.info("factors %s: up to date in %s", name, out)
         return True
     check_finite_parameters(model)

@@ -50,7 +50,9 @@ def run(config: ConfigDict, workdir: Path) -> None:
             continue
         cfg = decoder_config(section.model.to_dict(), corpus, vocab)
         args = training.TrainArgs(**section.train.to_dict())
-        train_model(name, cfg, args, corpus, mesh, model_dir(workdir, name), config.overwrite)
+        out = model_dir(workdir, name)
+        inputs = {"corpus": corpus_dir(workdir)}
+        train_model(name, cfg, args, corpus, mesh, out, config.overwrite, inputs=inputs)
 
 
 def convert_model(name, section, corpus, mesh, out: Path, overwrite: bool) -> None:
@@ -82,8 +84,10 @@ def train_model(
     overwrite: bool = False,
     stop_at: int | None = None,
     exclude_rows: np.ndarray | None = None,
+    inputs: dict[str, Path] | None = None,
 ) -> None:
     """Train `cfg` on `corpus` with `args`, writing to `out`; resumes from `out/checkpoints`.
+    `inputs`: where the corpus was read (`infljax.checkpoints.begin_stage`).
 
     `stop_at` ends the run after that step's checkpoint (time-sliced jobs; resume tests).
     `exclude_rows` (corpus rows) trains a counterfactual model: same initialisation, same steps,
@@ -91,7 +95,8 @@ def train_model(
     `training.exclude_documents`); empty or None is the original run, bit for bit.
     """
     exclude_rows = _checked_exclusions(name, exclude_rows, corpus.num_documents)
-    if begin_stage(out, _record(cfg, args, corpus, exclude_rows), overwrite=overwrite):
+    record = _record(cfg, args, corpus, exclude_rows)
+    if begin_stage(out, record, inputs=inputs, overwrite=overwrite):
         logging.info("pretrain %s: up to date in %s", name, out)
         return
     data = _training_data(corpus, args, exclude_rows)

@@ -34,11 +34,7 @@ from infljax.queries import (
     write_queries_jsonl,
 )
 from infljax.queries.knowledge import fact_knowledge
-from infljax.workdir import model_dir, queries_path, tokenizer_path, world_dir
-
-
-def stage_dir(workdir: Path) -> Path:
-    return Path(workdir) / "queries"
+from infljax.workdir import model_dir, queries_dir, queries_path, tokenizer_path, world_dir
 
 
 @stage("queries")
@@ -48,9 +44,11 @@ def run(config: ConfigDict, workdir: Path) -> None:
     completions = CompletionArgs(**section.completions.to_dict())
     names = _model_names(config, completions)
     world = _read_world(workdir)
-    out = stage_dir(workdir)
+    out = queries_dir(workdir)
     record = _stage_record(config, world is not None, completions, names)
-    if begin_stage(out, record, overwrite=config.overwrite) and queries_path(workdir).is_file():
+    inputs = _inputs(workdir, specs, world is not None, completions, names)
+    done = begin_stage(out, record, inputs=inputs, overwrite=config.overwrite)
+    if done and queries_path(workdir).is_file():
         logging.info("queries: up to date in %s", out)
         return
     queries = generate_queries(specs, world, section.seed)
@@ -85,6 +83,20 @@ def _stage_record(config: ConfigDict, has_world: bool, completions, names) -> di
     if completions.mode == "generated":
         record["models"] = {name: config.models[name].to_dict() for name in names}
     return record
+
+
+def _inputs(workdir: Path, specs, has_world: bool, completions, names) -> dict[str, Path]:
+    """What the queries are read from: the world, the answering models, the families' files
+    (a `jsonl` family's `path`, a family class loaded from 'file.py:Class')."""
+    found = {"world": world_dir(workdir)} if has_world else {}
+    if completions.mode == "generated":
+        found |= {f"models/{n}": model_dir(workdir, n) for n in names}
+    for spec in specs:
+        if isinstance(spec.params.get("path"), str):
+            found[f"families.{spec.label}.path"] = Path(spec.params["path"])
+        if ".py:" in spec.type:
+            found[f"families.{spec.label}.type"] = Path(spec.type.rsplit(":", 1)[0])
+    return found
 
 
 def _read_world(workdir: Path) -> World | None:

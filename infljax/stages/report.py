@@ -8,7 +8,6 @@ page (figures embedded as base64 PNG).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,14 @@ from ml_collections import ConfigDict
 from infljax.analysis.report import ReportInputs, render_report, validation_figure_name
 from infljax.checkpoints import begin_stage, finish_stage
 from infljax.pipeline import stage
-from infljax.workdir import analysis_dir, corpus_dir, model_dir, report_dir, validate_dir
+from infljax.workdir import (
+    analysis_dir,
+    corpus_dir,
+    model_dir,
+    queries_dir,
+    report_dir,
+    validate_dir,
+)
 
 
 def _read_json(path: Path) -> Any:
@@ -56,21 +62,12 @@ def report_inputs(workdir: Path) -> ReportInputs:
     )
 
 
-def _digest(directory: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(directory.glob("*")):
-        if path.is_file() and path.name != "args.json":
-            digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()
-
-
 @stage("report")
 def run(config: ConfigDict, workdir: Path) -> None:
     out = report_dir(workdir)
-    record = {"analysis": _digest(analysis_dir(workdir)), "queries": _digest(workdir / "queries")}
-    for d in sorted((workdir / "validate").glob("*")):
-        record[f"validate/{d.name}"] = _digest(d)
-    if begin_stage(out, record, overwrite=config.overwrite):
+    inputs = {"analysis": analysis_dir(workdir), "queries": queries_dir(workdir)}
+    inputs |= {f"validate/{d.name}": d for d in sorted((workdir / "validate").glob("*"))}
+    if begin_stage(out, {}, inputs=inputs, overwrite=config.overwrite):
         logging.info("report: up to date in %s", out / "index.html")
         return
     page = render_report(report_inputs(workdir))

@@ -59,6 +59,7 @@ from infljax.workdir import (
     corpus_dir,
     factors_dir,
     model_dir,
+    queries_dir,
     queries_path,
     scores_dir,
     tokenizer_path,
@@ -151,7 +152,12 @@ def run(config: ConfigDict, workdir: Path) -> None:
     for name in config.models:
         records = read_query_records(queries_path(workdir), model=name)
         inputs = ModelInputs(
-            model_dir(workdir, name), factors_dir(workdir, name), corpus, tokenizer, records
+            model_dir(workdir, name),
+            factors_dir(workdir, name),
+            corpus,
+            tokenizer,
+            records,
+            read_from={"corpus": corpus_dir(workdir), "queries": queries_dir(workdir)},
         )
         out = scores_dir(workdir, name)
         score_model(name, inputs, args, mesh, out, config.overwrite, placement=mesh_args.params)
@@ -159,13 +165,20 @@ def run(config: ConfigDict, workdir: Path) -> None:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ModelInputs:
-    """What one model's scoring reads: its directories, the corpus, tokenizer and queries."""
+    """What one model's scoring reads: its directories, the corpus, tokenizer and queries;
+    `read_from`: where the corpus and queries were read (`infljax.checkpoints.begin_stage`)."""
 
     model_dir: Path
     factors_dir: Path
     corpus: TokenizedCorpus
     tokenizer: Tokenizer
     records: list[dict]
+    read_from: dict[str, Path] = dataclasses.field(default_factory=dict)
+
+    def inputs(self, strategy: str) -> dict[str, Path]:
+        """Every input of a scoring with `strategy` (the factors unless "identity")."""
+        found = {"model": self.model_dir} | self.read_from
+        return found | ({} if strategy == "identity" else {"factors": self.factors_dir})
 
 
 def score_model(
@@ -188,7 +201,8 @@ def score_model(
     gradients and finished partitions. `stop_after` returns after that many partitions have been
     written in this call (time-sliced jobs; resume tests).
     """
-    if begin_stage(out, _record(inputs, args), overwrite=overwrite):
+    record = _record(inputs, args)
+    if begin_stage(out, record, inputs=inputs.inputs(args.strategy), overwrite=overwrite):
         logging.info("scores %s: up to date in %s", name, out)
         return
     started = time.perf_counter()

@@ -148,7 +148,9 @@ def run(config: ConfigDict, workdir: Path) -> None:
         )
     record = {"validation": args.recorded(), "model": model_record}
     record["scores"] = {m: _sha256(s) for m, s in scores.items()}
-    if begin_stage(out, record, overwrite=config.overwrite):
+    inputs = {"model": model_dir(workdir, name), "corpus": corpus_dir(workdir)}
+    inputs |= {m: _method_dir(workdir, name, m) for m in args.methods}
+    if begin_stage(out, record, inputs=inputs, overwrite=config.overwrite):
         logging.info("validate %s: up to date in %s", name, out)
         return
     corpus = load_corpus(corpus_dir(workdir))
@@ -172,9 +174,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
 
 def _method_scores(workdir: Path, name: str, method: str, num_queries: int) -> np.ndarray:
     """[Q, N] float64 scores of `method` (effects on log-probability for ekfac/kfac/grad_dot)."""
-    directory = (
-        scores_dir(workdir, name) if method == "ekfac" else baselines_dir(workdir, name, method)
-    )
+    directory = _method_dir(workdir, name, method)
     path = directory / "scores.npy"
     if not path.is_file():
         hint = "the scores stage" if method == "ekfac" else f"baselines with {method!r}"
@@ -193,6 +193,10 @@ def _method_scores(workdir: Path, name: str, method: str, num_queries: int) -> n
             f"{num_queries}; rerun the baselines stage after the scores stage"
         )
     return scores
+
+
+def _method_dir(workdir: Path, name: str, method: str) -> Path:
+    return scores_dir(workdir, name) if method == "ekfac" else baselines_dir(workdir, name, method)
 
 
 def _read_args(directory: Path) -> dict:

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from infljax.analysis.inputs import AnalysisInputError
-from infljax.checkpoints import StageConflict
 from infljax.pipeline import run_stages
 from tests.analysis.conftest import ROOT, demo_config
 from tests.analysis.synthetic import synthetic_study, write_workdir
@@ -24,16 +23,20 @@ def test_rerun_with_the_same_inputs_skips(analysed_workdir):
     assert page.stat().st_mtime_ns == page_before
 
 
-def test_changed_scores_are_refused_without_overwrite(tmp_path):
+def test_changed_scores_are_analysed_again(tmp_path):
     workdir = write_workdir(synthetic_study(seed=1), tmp_path)
     config = demo_config()
     with config.unlocked():
         config.analysis.models = ("small",)  # one model: half the figures, no pair
     run_stages(config, workdir, only=["analysis"])
+    summary = workdir / "analysis" / "summary.json"
+    before = summary.stat().st_mtime_ns
+    run_stages(config, workdir, only=["analysis"])
+    assert summary.stat().st_mtime_ns == before  # same inputs: skipped
     nats = workdir / "scores" / "small" / "query_nats.npy"
     np.save(nats, np.load(nats) * 2)
-    with pytest.raises(StageConflict, match="inputs"):
-        run_stages(config, workdir, only=["analysis"])
+    run_stages(config, workdir, only=["analysis"])  # changed in place: recomputed, not stale
+    assert summary.stat().st_mtime_ns != before
 
 
 def test_missing_scores_say_which_stage_to_run(tmp_path):

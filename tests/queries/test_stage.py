@@ -14,8 +14,7 @@ from infljax.data.world import WorldArgs, generate_world
 from infljax.pipeline import run_stages
 from infljax.queries import FamilySpec, build_families, generate_queries, read_queries_jsonl
 from infljax.queries.completions import CompletionArgs, generate_completions, grade
-from infljax.stages.queries import stage_dir
-from infljax.workdir import model_dir, queries_path
+from infljax.workdir import model_dir, queries_dir, queries_path
 from tests.test_configs import load
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.py"
@@ -47,8 +46,8 @@ def test_stage_writes_the_contract_file_skips_and_refuses(tmp_path):
     config = demo_config("smoke")
     run_stages(config, tmp_path, only=["world", "queries"])
     written = queries_path(tmp_path)
-    assert written.read_bytes() == (stage_dir(tmp_path) / "queries.jsonl").read_bytes()
-    assert is_complete(stage_dir(tmp_path))
+    assert written.read_bytes() == (queries_dir(tmp_path) / "queries.jsonl").read_bytes()
+    assert is_complete(queries_dir(tmp_path))
     queries = read_queries_jsonl(written)
     counts = {label: f.count for label, f in config.queries.families.items()}
     assert len(queries) == sum(counts.values())
@@ -95,7 +94,7 @@ def test_generated_completions_are_recorded_with_correctness(trained):
             assert (query.model_answer, query.correct) == (result.model_answer, result.correct)
         else:  # nothing measurable generated: the template is kept, marked wrong
             assert query.correct is False and query.model_answer is None
-    stats = json.loads((stage_dir(workdir) / "stats.json").read_text())
+    stats = json.loads((queries_dir(workdir) / "stats.json").read_text())
     assert set(stats["accuracy"]["small"]) == {q.family for q in queries}
 
 
