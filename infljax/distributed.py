@@ -40,11 +40,15 @@ class MeshArgs:
         if self.params not in PLACEMENTS:
             raise ValueError(f"mesh.params={self.params!r}; valid: {PLACEMENTS}")
 
+    def data_size(self, num_devices: int) -> int:
+        """Devices along ``data`` on a mesh over `num_devices`."""
+        return num_devices // self.model if self.data == -1 else self.data
+
 
 def make_mesh(args: MeshArgs = MeshArgs(), devices: list | None = None) -> Mesh:
     """A ("data", "model") mesh over `devices` (default: all devices of all processes)."""
     devices = jax.devices() if devices is None else list(devices)
-    data = len(devices) // args.model if args.data == -1 else args.data
+    data = args.data_size(len(devices))
     if data * args.model != len(devices):
         raise ValueError(
             f"mesh data={data} x model={args.model} needs {data * args.model} devices, "

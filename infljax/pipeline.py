@@ -20,6 +20,7 @@ from infljax.multihost import on_main, process_count
 from infljax.workdir import local_workdir
 
 StageFn = Callable[[ConfigDict, Path], None]
+CheckFn = Callable[[ConfigDict], None]
 
 STAGE_ORDER = (
     "world",
@@ -34,6 +35,12 @@ STAGE_ORDER = (
     "report",
 )
 _STAGES: dict[str, StageFn] = {}
+_CHECKS: dict[str, CheckFn] = {}
+
+
+class ConfigError(ValueError):
+    """A config value a stage refuses, found before any stage runs."""
+
 
 # How a stage runs when several processes take part (DESIGN §7): on every process, each with its
 # share of every batch and writing through process 0 (`infljax.multihost.on_main`), or on
@@ -42,13 +49,17 @@ EVERY_PROCESS = frozenset({"pretrain", "factors", "scores", "baselines"})
 MAIN_PROCESS = frozenset({"world", "corpus", "queries", "analysis", "report"})
 
 
-def stage(name: str) -> Callable[[StageFn], StageFn]:
-    """Register `fn` as the stage `name` (one of STAGE_ORDER)."""
+def stage(name: str, check: CheckFn | None = None) -> Callable[[StageFn], StageFn]:
+    """Register `fn` as the stage `name` (one of STAGE_ORDER). `check(config)` builds the
+    stage's typed arguments (raising on an invalid value) without doing any work: it runs for
+    every wanted stage before the first one starts."""
     if name not in STAGE_ORDER:
         raise ValueError(f"unknown stage {name!r}; stages are {STAGE_ORDER}")
 
     def register(fn: StageFn) -> StageFn:
         _STAGES[name] = fn
+        if check is not None:
+            _CHECKS[name] = check
         return fn
 
     return register
@@ -67,7 +78,6 @@ def run_stages(config: ConfigDict, workdir: str | Path, only: list[str] | None =
     Float32 matrix products run at ``config.matmul_precision`` (default "highest": true float32;
     JAX's own default is TF32 on recent NVIDIA GPUs and one bfloat16 pass on TPUs)."""
     workdir = local_workdir(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     available = registered_stages()
     wanted = list(config.stages) if only is None else only
     unknown = [s for s in wanted if s not in available]
@@ -75,6 +85,8 @@ def run_stages(config: ConfigDict, workdir: str | Path, only: list[str] | None =
         raise ValueError(f"unknown stage(s) {unknown}; available: {available}")
     if process_count() > 1:
         _check_multiprocess(wanted)
+    check_config(config, wanted)
+    workdir.mkdir(parents=True, exist_ok=True)
     text = config.to_json_best_effort(indent=2, sort_keys=True)
     on_main((workdir / "config.json").write_text, text)
     with jax.default_matmul_precision(config.get("matmul_precision", "highest")):
@@ -85,6 +97,16 @@ def run_stages(config: ConfigDict, workdir: str | Path, only: list[str] | None =
                     on_main(_STAGES[name], config, workdir)
                 else:
                     _STAGES[name](config, workdir)
+
+
+def check_config(config: ConfigDict, wanted: list[str]) -> None:
+    """Every wanted stage's `check`: raises ConfigError naming the stage and the value."""
+    for name in STAGE_ORDER:
+        if name in wanted and name in _CHECKS:
+            try:
+                _CHECKS[name](config)
+            except (ValueError, TypeError, KeyError, AttributeError) as error:
+                raise ConfigError(f"stage {name}: {error}") from error
 
 
 def _check_multiprocess(wanted: list[str]) -> None:

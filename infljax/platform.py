@@ -4,8 +4,10 @@ and joining a multi-process run (`infljax.multihost`; flags below, README "Multi
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging as py_logging
 import os
+import re
 import sys
 
 import jax
@@ -20,13 +22,19 @@ from infljax.multihost import ProcessArgs, exit_on_failure, initialize, is_main
 from infljax.pipeline import run_stages
 from infljax.workdir import WorkdirError, report_dir
 
-# Errors the user must act on: shown as one message, not a traceback.
+# Errors the user must act on: shown as their message alone. Any other error is shown as one
+# line too (with its type), and with the traceback under --verbose.
 USER_ERRORS: tuple[type[Exception], ...] = (
     StageConflict,
     CorpusError,
     TokenizerError,
     CheckpointError,
     WorkdirError,
+    ValueError,  # every invalid value (the typed arguments' checks), ConfigError included
+    FileNotFoundError,
+    NotADirectoryError,
+    FileExistsError,
+    PermissionError,
 )
 
 QUIET_LIBRARIES = ("/orbax/", "/jax/_src/")
@@ -44,6 +52,7 @@ _INIT_TIMEOUT = flags.DEFINE_integer(
 _HEARTBEAT = flags.DEFINE_integer(
     "heartbeat_timeout", 100, "Seconds of silence after which a process counts as dead."
 )
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show the traceback of an error.")
 
 
 class _QuietLibraries(py_logging.Filter):
@@ -91,13 +100,61 @@ def setup(enable_x64: bool = False, processes: ProcessArgs | None = None) -> Non
 
 
 @contextlib.contextmanager
-def exit_on_user_error():
-    """Exit with the message of a USER_ERRORS exception instead of a traceback."""
+def exit_on_user_error(verbose: bool = False):
+    """End the process with one line instead of a traceback (`verbose`: re-raise): a user's
+    mistake (USER_ERRORS) by its message with exit status 1, a full disk or read-only file
+    system by what to do, Ctrl-C by how to resume (status 130), anything else by its type and
+    message (status 1)."""
     try:
         yield
-    except USER_ERRORS as error:
-        logging.error("%s", error)
+    except KeyboardInterrupt:
+        if verbose:
+            raise
+        _one_line("interrupted; rerun the same command to resume (finished parts are kept)")
+        sys.exit(130)
+    except Exception as error:
+        if verbose:
+            raise
+        _one_line(error_line(error))
         sys.exit(1)
+
+
+def error_line(error: Exception) -> str:
+    """The one line (a message may span several) that tells the user what went wrong."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        where = error.filename or "the workdir"
+        return f"disk full writing {where}: free space or use another --workdir"
+    if isinstance(error, OSError) and error.errno == errno.EROFS:
+        return f"read-only file system: cannot write {error.filename}; use another --workdir"
+    if isinstance(error, USER_ERRORS):
+        return f"error: {error}"
+    return f"error ({type(error).__name__}): {error}  [--verbose shows the traceback]"
+
+
+def _one_line(text: str) -> None:
+    logging.flush()
+    print(text, file=sys.stderr, flush=True)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a mistyped flag or config field (``--config.scores.rnak``:
+    'did you mean rank?') or a config file that fails as one line and exit status 1."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        _one_line(f"error: {error}  (--helpfull lists the flags)")
+    except Exception as error:  # raised by the config file or a --config.<field> override
+        if "--verbose" in argv:
+            raise
+        text = str(error).replace("\\n", " ").replace("\\", "")
+        message = " ".join(text.strip("'\" ").split())
+        hint = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', text)
+        if hint:  # ml_collections' own suggestion for a mistyped field
+            message = f"no field {hint[2]!r}; did you mean {hint[1]!r}?"
+        elif isinstance(error, AttributeError | KeyError):
+            message = f"no field {message!r}"
+        _one_line(f"error in the config: {message}")
+    sys.exit(1)
 
 
 def print_report_path(workdir: str) -> None:
@@ -121,10 +178,10 @@ def launch(only: list[str] | None = None, default_config: str = "configs/demo.py
 
     def main(argv):
         del argv
-        setup()
-        with exit_on_failure(), exit_on_user_error():
+        with exit_on_failure(), exit_on_user_error(_VERBOSE.value):
+            setup()
             run_stages(config.value, workdir.value, only=only or stages.value)
         if is_main():
             print_report_path(workdir.value)
 
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

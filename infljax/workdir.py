@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 
 class WorkdirError(ValueError):
-    """The workdir cannot be used (a URL instead of a path)."""
+    """The workdir cannot be used (a URL, a file, not writable)."""
 
 
 def local_workdir(workdir: str | Path) -> Path:
@@ -21,7 +22,13 @@ def local_workdir(workdir: str | Path) -> Path:
             "Mount the bucket (e.g. gcsfuse --implicit-dirs BUCKET /mnt/BUCKET, README "
             '"Multi-host runs") and pass the mounted path'
         )
-    return Path(workdir)
+    path = Path(workdir)
+    if path.exists() and not path.is_dir():
+        raise WorkdirError(f"workdir {text!r} is a file, not a directory; pass a directory")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise WorkdirError(f"workdir {text!r}: {existing} is not writable; use another --workdir")
+    return path
 
 
 def stored_path(path: str | Path, workdir: str | Path) -> str:

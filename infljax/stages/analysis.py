@@ -105,7 +105,7 @@ def _strategy(workdir: Path, name: str) -> str | None:
     return None if strategy is None else str(strategy)
 
 
-@stage("analysis")
+@stage("analysis", check=lambda config: analysis_args(config.get("analysis")))
 def run(config: ConfigDict, workdir: Path) -> None:
     args = analysis_args(config.get("analysis"))
     names = model_names(config, workdir)

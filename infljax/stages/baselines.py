@@ -81,7 +81,7 @@ class BaselineArgs:
         return cls(**{k: tuple(v) if k == "methods" else v for k, v in section.to_dict().items()})
 
 
-@stage("baselines")
+@stage("baselines", check=lambda config: BaselineArgs.from_config(config.get("baselines")))
 def run(config: ConfigDict, workdir: Path) -> None:
     args = BaselineArgs.from_config(config.get("baselines"))
     corpus = load_corpus(corpus_dir(workdir))

@@ -30,7 +30,15 @@ def _report_bad(bad: list, what: str) -> None:
         logging.warning("corpus: %d bad records %s; first: %s", len(bad), what, bad[:5])
 
 
-@stage("corpus")
+def _tokenize_args(config: ConfigDict) -> TokenizeArgs:
+    return TokenizeArgs(
+        max_length=config.corpus.max_length,
+        packing=config.corpus.packing,
+        on_bad=config.corpus.on_bad,
+    )
+
+
+@stage("corpus", check=_tokenize_args)
 def run(config: ConfigDict, workdir: Path) -> None:
     out = corpus_dir(workdir)
     source = _input_path(config, workdir)
@@ -50,12 +58,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
     else:
         tokenizer = load_tokenizer(tok_cfg.path)
     save_tokenizer(tokenizer, tokenizer_path(workdir))
-    tokenize_args = TokenizeArgs(
-        max_length=config.corpus.max_length,
-        packing=config.corpus.packing,
-        on_bad=config.corpus.on_bad,
-    )
-    corpus, bad = tokenize_corpus(read.records, tokenizer, tokenize_args)
+    corpus, bad = tokenize_corpus(read.records, tokenizer, _tokenize_args(config))
     _report_bad(bad, "empty after tokenisation")
     save_corpus(out, corpus)
     stats = corpus_stats(corpus)

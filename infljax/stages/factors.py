@@ -103,10 +103,10 @@ class FitPlan:
 
     def __post_init__(self):
         if self.num_documents < 0:
-            raise ValueError(f"FitPlan.num_documents must be >= 0, got {self.num_documents}")
+            raise ValueError(f"factors.num_documents must be >= 0, got {self.num_documents}")
         for name in ("batch_size", "partitions", "layer_groups"):
             if getattr(self, name) < 1:
-                raise ValueError(f"FitPlan.{name} must be positive, got {getattr(self, name)}")
+                raise ValueError(f"factors.{name} must be positive, got {getattr(self, name)}")
 
 
 def plan_rows(num_rows: int, plan: FitPlan, seed: int) -> np.ndarray:
@@ -116,8 +116,8 @@ def plan_rows(num_rows: int, plan: FitPlan, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(num_rows, plan.num_documents, replace=False))
 
 
-@stage("factors")
-def run(config: ConfigDict, workdir: Path) -> None:
+def stage_args(config: ConfigDict) -> tuple[FactorArgs, FitPlan, MeshArgs]:
+    """The stage's typed arguments (checked: also the batch against the devices)."""
     section = config.factors
     args = FactorArgs(fisher=section.fisher, seed=section.seed, lambda_chunk=section.lambda_chunk)
     mesh_args = MeshArgs(**config.mesh.to_dict())
@@ -128,6 +128,13 @@ def run(config: ConfigDict, workdir: Path) -> None:
         layer_groups=section.layer_groups,
         placement=mesh_args.params,
     )
+    _check_batch(plan, mesh_args.data_size(jax.device_count()))
+    return args, plan, mesh_args
+
+
+@stage("factors", check=stage_args)
+def run(config: ConfigDict, workdir: Path) -> None:
+    args, plan, mesh_args = stage_args(config)
     corpus = load_corpus(corpus_dir(workdir))
     mesh = make_mesh(mesh_args)
     for name in config.models:
@@ -139,7 +146,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
             continue
         dtype = config.get("param_dtype", "")
         model = load_model(directory, dtype or None)
-        layers = select_layers(model, tuple(section.layers))
+        layers = select_layers(model, tuple(config.factors.layers))
         fit_model_factors(
             name,
             model,
@@ -202,7 +209,7 @@ def fit_model_factors(
         logging.info("factors %s: up to date in %s", name, out)
         return True
     check_finite_parameters(model)
-    _check_batch(plan, mesh)
+    _check_batch(plan, mesh.shape["data"])
     _report_memory(name, model, layers, plan, args, mesh, corpus.max_length)
     t0 = time.perf_counter()
     fit = _Fit(name, model, tuple(groups), corpus, plan, args, mesh, out, _Budget(stop_after))
@@ -350,8 +357,7 @@ def _remove_partials(out: Path) -> None:
         shutil.rmtree(out / partial, ignore_errors=True)
 
 
-def _check_batch(plan: FitPlan, mesh: jax.sharding.Mesh) -> None:
-    data = mesh.shape["data"]
+def _check_batch(plan: FitPlan, data: int) -> None:
     if plan.batch_size % data:
         raise ValueError(
             f"config.factors.batch_size={plan.batch_size} is not divisible by the mesh's data "

@@ -39,7 +39,18 @@ def decoder_config(model_section: ConfigDict, corpus: TokenizedCorpus, vocab: in
     return DecoderConfig(vocab_size=vocab, max_length=corpus.tokens.shape[1], **model_section)
 
 
-@stage("pretrain")
+def _check(config: ConfigDict) -> None:
+    for name, section in config.models.items():
+        if section.get("checkpoint"):
+            ConvertArgs(**(section.convert.to_dict() if section.get("convert") else {}))
+        else:
+            try:
+                training.TrainArgs(**section.train.to_dict())
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"models.{name}.train: {error}") from None
+
+
+@stage("pretrain", check=_check)
 def run(config: ConfigDict, workdir: Path) -> None:
     corpus = load_corpus(corpus_dir(workdir))
     vocab = int(_read_vocab_size(workdir))

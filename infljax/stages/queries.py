@@ -37,7 +37,13 @@ from infljax.queries.knowledge import fact_knowledge
 from infljax.workdir import model_dir, queries_dir, queries_path, tokenizer_path, world_dir
 
 
-@stage("queries")
+def _check(config: ConfigDict) -> None:
+    section = config.queries
+    build_families([FamilySpec.from_config(k, v) for k, v in section.families.to_dict().items()])
+    CompletionArgs(**section.completions.to_dict())
+
+
+@stage("queries", check=_check)
 def run(config: ConfigDict, workdir: Path) -> None:
     section = config.queries
     specs = [FamilySpec.from_config(k, v) for k, v in section.families.to_dict().items()]

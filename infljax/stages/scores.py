@@ -104,6 +104,13 @@ class ScoresArgs:
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"scores.strategy={self.strategy!r}; valid: {STRATEGIES}")
+        if self.strategy != "identity":
+            try:
+                DampingArgs(scale=self.damping_scale, absolute=self.damping_absolute)
+            except ValueError as error:
+                raise ValueError(
+                    f"scores.damping.scale / scores.damping.absolute: {error}"
+                ) from None
         if min(self.rescore_top_k, self.per_token_top, self.prefilter_k) < 0:
             raise ValueError(
                 "scores.rescore_top_k, scores.per_token_top and scores.prefilter_k must be >= 0"
@@ -142,7 +149,12 @@ class ScoresArgs:
         )
 
 
-@stage("scores")
+def _check(config: ConfigDict) -> None:
+    ScoresArgs.from_config(config)
+    MeshArgs(**config.mesh.to_dict())
+
+
+@stage("scores", check=_check)
 def run(config: ConfigDict, workdir: Path) -> None:
     args = ScoresArgs.from_config(config)
     corpus = load_corpus(corpus_dir(workdir))

@@ -127,7 +127,7 @@ class ValidateArgs:
         return record
 
 
-@stage("validate")
+@stage("validate", check=lambda config: ValidateArgs.from_config(config.validation))
 def run(config: ConfigDict, workdir: Path) -> None:
     args = ValidateArgs.from_config(config.validation)
     name = args.model
