@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
@@ -31,6 +32,29 @@ ARGS_FILE = "args.json"
 
 class StageConflict(RuntimeError):
     """A stage directory holds outputs written with different arguments."""
+
+
+class NonFiniteError(ValueError):
+    """An array a stage wrote or read holds NaN or inf."""
+
+
+def check_finite(what: str, tree: Any) -> None:
+    """Raise NonFiniteError naming `what` and every leaf of `tree` (arrays) holding NaN/inf."""
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    finite = jax.device_get(
+        [
+            jnp.isfinite(x).all() if isinstance(x, jax.Array) else np.isfinite(x).all()
+            for _, x in leaves
+        ]
+    )
+    bad = [
+        jax.tree_util.keystr(p, simple=True, separator=".")
+        for (p, _), ok in zip(leaves, finite, strict=True)
+        if not ok
+    ]
+    if bad:
+        parts = f" ({', '.join(b or 'the array' for b in bad[:8])}{' ...' if len(bad) > 8 else ''})"
+        raise NonFiniteError(f"non-finite values (NaN/inf) in {what}{parts}")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -63,6 +87,7 @@ def begin_stage(
     *,
     inputs: dict[str, str | Path] | None = None,
     overwrite: bool = False,
+    resumes: bool = True,
 ) -> bool:
     """Prepare `directory` for a stage run with `args`. Returns True when it is already complete.
 
@@ -71,21 +96,25 @@ def begin_stage(
     makes the stage recompute instead of returning stale results.
 
     Raises StageConflict naming the differing arguments when the directory holds outputs
-    written with other arguments and `overwrite` is False. A directory whose record has no
-    outputs beside it (a run refused before it wrote anything) is simply taken over. With
+    written with other arguments and `overwrite` is False. An incomplete directory with
+    nothing to resume from (no outputs beside its record, e.g. a run refused for an invalid
+    value, or any output of a stage that never `resumes` from partial outputs) is simply
+    taken over. With
     `overwrite` the stage always recomputes (its old outputs are removed). With several
     processes, process 0 decides and writes; every process gets its answer.
     """
-    return on_main(_begin_stage, Path(directory), _normalise(args), dict(inputs or {}), overwrite)
+    args, inputs = _normalise(args), dict(inputs or {})
+    return on_main(_begin_stage, Path(directory), args, inputs, overwrite, resumes)
 
 
-def _begin_stage(directory: Path, args: dict, inputs: dict, overwrite: bool) -> bool:
+def _begin_stage(directory: Path, args: dict, inputs: dict, overwrite: bool, resumes: bool):
     record = directory / ARGS_FILE
     found = _normalise({name: fingerprint(path) for name, path in sorted(inputs.items())})
     if record.exists():
         saved = json.loads(record.read_text())
         changes = diff_args(saved["args"], args)
-        if changes and not overwrite and _has_outputs(directory):
+        kept = _has_outputs(directory) and (resumes or saved.get("complete"))
+        if changes and not overwrite and kept:
             raise StageConflict(
                 f"{directory} was written with different arguments:\n  "
                 + "\n  ".join(changes)
@@ -94,9 +123,9 @@ def _begin_stage(directory: Path, args: dict, inputs: dict, overwrite: bool) -> 
             )
         changed = sorted(k for k in found.keys() | saved.get("inputs", {}).keys()
                          if found.get(k) != saved.get("inputs", {}).get(k))  # fmt: skip
-        if not changes and not changed and not overwrite:
+        if not changes and not changed and not overwrite and (resumes or saved.get("complete")):
             return bool(saved.get("complete"))
-        if changed and not changes and _has_outputs(directory):
+        if changed and not changes and kept:
             logging.warning("%s: input(s) %s changed since it ran; recomputing", directory, changed)
         shutil.rmtree(directory)
     elif directory.exists() and any(directory.iterdir()) and not overwrite:

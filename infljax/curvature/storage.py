@@ -20,7 +20,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from infljax.checkpoints import restore_pytree, save_pytree
+from infljax.checkpoints import check_finite, restore_pytree, save_pytree
 from infljax.curvature.state import (
     Counts,
     CovarianceSums,
@@ -42,6 +42,7 @@ def save_layer_factors(directory: str | Path, factors: Factors, counts: Counts) 
     With several processes every process calls it with the same factors; process 0 writes."""
     layers = Path(directory) / LAYERS_DIR
     for path, layer in factors.items():
+        check_finite(f"the fitted factors of layer {path!r} ({directory})", layer)
         marker = layers / f"{path}.json"
         on_main(marker.unlink, missing_ok=True)
         save_pytree(layers / path, layer)
@@ -115,7 +116,10 @@ class FactorStore(Mapping):
         if self.version == 1:
             return self._format1[path]
         like = _factors_like(*self.shapes[path], self.dtype)
-        return restore_pytree(self.directory / LAYERS_DIR / path, like)
+        file = self.directory / LAYERS_DIR / path
+        layer = restore_pytree(file, like)
+        check_finite(f"the factors of layer {path!r} read from {file}; refit them", layer)
+        return layer
 
     @functools.cached_property
     def _format1(self) -> Factors:

@@ -79,6 +79,8 @@ class TokenizedCorpus:
       pad_id: the id filling positions at and after `lengths[i]`.
       packing: whether rows are packed.
       num_truncated: documents cut at max_length when tokenised (None if unknown).
+      truncated: (doc_id, tokens before the cut) of those documents, known right after
+        tokenisation (empty once saved and loaded).
     """
 
     tokens: np.ndarray
@@ -87,6 +89,7 @@ class TokenizedCorpus:
     pad_id: int = 0
     packing: bool = False
     num_truncated: int | None = None
+    truncated: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self):
         if self.tokens.ndim != 2 or self.tokens.dtype != np.int32:
@@ -201,8 +204,10 @@ def _one_per_row(
         n = min(len(sequence), max_length)
         tokens[row, :n] = sequence[:n]
         lengths[row] = n
-    num_truncated = sum(len(s) > max_length for s in sequences)
-    return TokenizedCorpus(tokens, lengths, list(records), pad_id, False, int(num_truncated))
+    truncated = tuple(
+        (r.doc_id, len(s)) for r, s in zip(records, sequences, strict=True) if len(s) > max_length
+    )
+    return TokenizedCorpus(tokens, lengths, list(records), pad_id, False, len(truncated), truncated)
 
 
 def _pack(

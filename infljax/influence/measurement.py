@@ -196,15 +196,15 @@ def encode_queries(
     encoder = text_only(tokenizer)
     format_prompt = format_prompt or args.format_prompt
     eos = [info.eos_id] if args.add_eos else []
-    rows, prompt_lengths, ids, truncated, skipped = [], [], [], [], []
+    rows, prompt_lengths, ids, truncated, skipped, empty = [], [], [], [], [], []
+    if not queries:
+        raise QueryError("no queries to measure (the query file or families give none)")
     for query in queries:
         prompt = encoder.encode(format_prompt(query.prompt), add_special_tokens=False).ids
         completion = encoder.encode(query.completion, add_special_tokens=False).ids + eos
         if len(completion) == len(eos):
-            raise QueryError(
-                f"query {query.query_id!r}: the completion is empty after tokenisation, so "
-                "there is nothing to measure; give it a completion or drop it"
-            )
+            empty.append(query.query_id)
+            continue
         kept = _fit_prompt(query.query_id, prompt, len(completion), max_length, args)
         if kept is None:
             skipped.append(query.query_id)
@@ -213,6 +213,11 @@ def encode_queries(
         rows.append([info.bos_id] + kept + completion)
         prompt_lengths.append(1 + len(kept))
         ids.append(query.query_id)
+    if empty:
+        raise QueryError(
+            f"{len(empty)} queries have a completion that is empty after tokenisation, so there "
+            f"is nothing to measure (first: {empty[:5]}); give them a completion or drop them"
+        )
     if not rows:
         raise QueryError(f"every query is longer than max_length={max_length}; none to measure")
     return _pack_rows(rows, prompt_lengths, info.pad_id, ids, truncated, skipped)

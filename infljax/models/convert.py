@@ -155,10 +155,18 @@ class SafetensorsReader:
         return self._handle(name, "numpy").get_slice(name).get_dtype()
 
     def get(self, name: str) -> np.ndarray:
+        """The tensor `name`; refused (CheckpointError) when it holds NaN or inf."""
         if self.dtype(name) != "BF16":
-            return self._handle(name, "numpy").get_tensor(name)
-        with jax.default_device(jax.devices("cpu")[0]):  # numpy has no bfloat16
-            return np.asarray(self._handle(name, "flax").get_tensor(name))
+            tensor = self._handle(name, "numpy").get_tensor(name)
+        else:
+            with jax.default_device(jax.devices("cpu")[0]):  # numpy has no bfloat16
+                tensor = np.asarray(self._handle(name, "flax").get_tensor(name))
+        if not np.isfinite(tensor.astype(np.float32)).all():
+            raise CheckpointError(
+                f"tensor {name!r} in {self.files[name]} holds NaN or inf; the checkpoint is "
+                "damaged (or was saved after a diverged step): refusing to convert it"
+            )
+        return tensor
 
 
 def _weight_files(directory: Path) -> dict[str, Path]:
@@ -299,7 +307,7 @@ def convert_checkpoint(
 
     out = Path(out)
     record = {"checkpoint": str(Path(source).resolve()), "convert": dataclasses.asdict(args)}
-    if begin_stage(out, record, inputs={"checkpoint": source}, overwrite=overwrite):
+    if begin_stage(out, record, inputs={"checkpoint": source}, overwrite=overwrite, resumes=False):
         return False
     start = time.perf_counter()
     model = load_hf(source, args, mesh)

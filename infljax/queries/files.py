@@ -44,6 +44,8 @@ class JsonlFile(Family):
     def generate(self, world: World | None, rng: random.Random, count: int) -> list[Query]:
         del world, rng  # the file is the queries
         queries = read_queries_jsonl(self.params.path, default_family=self.params.family)
+        if not queries:
+            raise FamilyError(f"jsonl: {self.params.path} holds no query records")
         if count > len(queries):
             raise FamilyError(
                 f"jsonl: {count} queries asked for but {self.params.path} holds {len(queries)}"

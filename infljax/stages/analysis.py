@@ -118,7 +118,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
     inputs["queries"] = queries_path(workdir)
     inputs |= {f"scores/{n}": scores_dir(workdir, n) for n in names}
     inputs |= {f"baselines/{n}/{d.name}": d for n in names for d in _baseline_dirs(workdir, n)}
-    if begin_stage(out, record, inputs=inputs, overwrite=config.overwrite):
+    if begin_stage(out, record, inputs=inputs, overwrite=config.overwrite, resumes=False):
         logging.info("analysis: up to date in %s", out)
         return
     start = time.perf_counter()

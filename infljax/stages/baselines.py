@@ -180,7 +180,9 @@ def _write(
     doc_grad_norms, and the rows' source = (its query_nats.npy, its query records)."""
     out = baselines_dir(workdir, name, method)
     inputs = {"corpus": corpus_dir(workdir), "rows": source[0].parent}
-    if begin_stage(out, {"method": method, **record}, inputs=inputs, overwrite=overwrite):
+    if begin_stage(
+        out, {"method": method, **record}, inputs=inputs, overwrite=overwrite, resumes=False
+    ):
         logging.info("baselines %s/%s: up to date in %s", name, method, out)
         return
     scores = np.asarray(scores_fn(), np.float32)

@@ -7,6 +7,8 @@ The tokenizer is trained here (byte-level BPE, ``config.corpus.tokenizer.train``
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from ml_collections import ConfigDict
 
 from infljax.checkpoints import begin_stage, finish_stage
 from infljax.data.corpus import TokenizeArgs, corpus_stats, save_corpus, tokenize_corpus
-from infljax.data.readers import read_corpus
+from infljax.data.readers import BadRecord, CorpusError, read_corpus
 from infljax.data.tokenization import load_tokenizer, save_tokenizer, train_bpe
 from infljax.pipeline import stage, write_json
 from infljax.workdir import corpus_dir, stored_path, tokenizer_path, world_dir
@@ -25,9 +27,25 @@ def _input_path(config: ConfigDict, workdir: Path) -> Path:
     return Path(config.corpus.path) if config.corpus.path else world_dir(workdir) / "corpus.jsonl"
 
 
-def _report_bad(bad: list, what: str) -> None:
+BAD_RECORDS_FILE = "bad_records.jsonl"
+SHOWN = 5  # bad or truncated records named in a message
+
+
+def _write_bad(out: Path, bad: list[BadRecord]) -> None:
+    """Every rejected record, one JSON line each (file, line/row/record, doc_id, reason)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / BAD_RECORDS_FILE, "w", encoding="utf-8") as f:
+        for record in bad:
+            f.write(json.dumps(dataclasses.asdict(record), ensure_ascii=False) + "\n")
+
+
+def _refuse_empty(source: Path, bad: list[BadRecord], out: Path, when: str) -> None:
     if bad:
-        logging.warning("corpus: %d bad records %s; first: %s", len(bad), what, bad[:5])
+        first = "; ".join(str(b) for b in bad[:SHOWN])
+        detail = f"{len(bad)} bad records (all in {out / BAD_RECORDS_FILE}), first: {first}"
+    else:
+        detail = "the input holds no records"
+    raise CorpusError(f"corpus {source}: 0 documents {when}; {detail}")
 
 
 def _tokenize_args(config: ConfigDict) -> TokenizeArgs:
@@ -46,12 +64,20 @@ def run(config: ConfigDict, workdir: Path) -> None:
     inputs = {"source": source}
     if not config.corpus.tokenizer.train:
         inputs["tokenizer"] = config.corpus.tokenizer.path
-    if begin_stage(out, args, inputs=inputs, overwrite=config.overwrite):
+    if begin_stage(out, args, inputs=inputs, overwrite=config.overwrite, resumes=False):
         logging.info("corpus: up to date in %s", out)
         return
     start = time.perf_counter()
     read = read_corpus(source, on_bad=config.corpus.on_bad)
-    _report_bad(read.bad, f"in {source} (on_bad={config.corpus.on_bad})")
+    _write_bad(out, read.bad)
+    if read.bad:
+        shown = [str(b) for b in read.bad[:SHOWN]]
+        logging.warning(
+            "corpus: %d bad records skipped (all in %s); first: %s",
+            len(read.bad), out / BAD_RECORDS_FILE, shown,
+        )  # fmt: skip
+    if not read.records:
+        _refuse_empty(source, read.bad, out, "after reading")
     tok_cfg = config.corpus.tokenizer
     if tok_cfg.train:
         tokenizer = train_bpe((r.text for r in read.records), vocab_size=tok_cfg.vocab_size)
@@ -59,10 +85,24 @@ def run(config: ConfigDict, workdir: Path) -> None:
         tokenizer = load_tokenizer(tok_cfg.path)
     save_tokenizer(tokenizer, tokenizer_path(workdir))
     corpus, bad = tokenize_corpus(read.records, tokenizer, _tokenize_args(config))
-    _report_bad(bad, "empty after tokenisation")
+    _write_bad(out, read.bad + bad)
+    if bad:
+        logging.warning(
+            "corpus: %d records empty after tokenisation (in %s)", len(bad), out / BAD_RECORDS_FILE
+        )
+    if not corpus.num_documents:
+        _refuse_empty(source, read.bad + bad, out, "after tokenisation")
+    if corpus.truncated:
+        logging.warning(
+            "corpus: %d documents longer than max_length=%d were truncated (they lack EOS): %s%s",
+            len(corpus.truncated), config.corpus.max_length,
+            ", ".join(f"{d!r} ({n} tokens)" for d, n in corpus.truncated[:SHOWN]),
+            " ..." if len(corpus.truncated) > SHOWN else "",
+        )  # fmt: skip
     save_corpus(out, corpus)
     stats = corpus_stats(corpus)
     stats.update(
+        truncated=[d for d, _ in corpus.truncated[:1000]],  # the first 1000 ids
         bad_records=len(read.bad) + len(bad),
         vocab_size=tokenizer.get_vocab_size(),
         seconds=round(time.perf_counter() - start, 2),

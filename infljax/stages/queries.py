@@ -53,7 +53,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
     out = queries_dir(workdir)
     record = _stage_record(config, world is not None, completions, names)
     inputs = _inputs(workdir, specs, world is not None, completions, names)
-    done = begin_stage(out, record, inputs=inputs, overwrite=config.overwrite)
+    done = begin_stage(out, record, inputs=inputs, overwrite=config.overwrite, resumes=False)
     if done and queries_path(workdir).is_file():
         logging.info("queries: up to date in %s", out)
         return

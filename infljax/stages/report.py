@@ -67,7 +67,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
     out = report_dir(workdir)
     inputs = {"analysis": analysis_dir(workdir), "queries": queries_dir(workdir)}
     inputs |= {f"validate/{d.name}": d for d in sorted((workdir / "validate").glob("*"))}
-    if begin_stage(out, {}, inputs=inputs, overwrite=config.overwrite):
+    if begin_stage(out, {}, inputs=inputs, overwrite=config.overwrite, resumes=False):
         logging.info("report: up to date in %s", out / "index.html")
         return
     page = render_report(report_inputs(workdir))

@@ -36,7 +36,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from infljax import planning
-from infljax.checkpoints import ARGS_FILE, begin_stage, finish_stage
+from infljax.checkpoints import ARGS_FILE, begin_stage, check_finite, finish_stage
 from infljax.curvature import STRATEGIES, DampingArgs, open_factors
 from infljax.data.corpus import TokenizedCorpus, load_corpus
 from infljax.data.tokenization import load_tokenizer, tokenizer_info
@@ -231,6 +231,7 @@ def score_model(
     shapes = planning.ModelShapes.of(model, layers)
     _check_query_memory(name, shapes, args, tokens.tokens.shape[1], layout)
     queries = _query_plan(out, graphdef, state, tokens, layers, factors, args, mesh, placement)
+    check_finite(f"the query gradients of model {name!r} ({out / QUERY_GRADS_FILE})", queries)
     plan, choices = scoring.make_plan(queries, args.scoring, inputs.corpus.max_length)
     logging.info("scores %s: contraction per layer %s", name, choices)
     _check_memory(name, shapes, plan, args, inputs.corpus.max_length, layout)
@@ -499,6 +500,9 @@ def _assemble(
     streamed = int(result.sq_norms.shape[0])
     if pre is not None:
         result = prefilter.expand(result, pre)
+    check_finite(
+        f"the scores in {out} (rerun --stages=scores --config.overwrite=True)", result.scores
+    )
     on_main(_write_results, out, args, result, pre)
     return result, streamed
 

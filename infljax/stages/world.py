@@ -27,7 +27,9 @@ def run(config: ConfigDict, workdir: Path) -> None:
         return
     args = WorldArgs(**config.world.to_dict())
     out = world_dir(workdir)
-    if begin_stage(out, {"world": config.world.to_dict()}, overwrite=config.overwrite):
+    if begin_stage(
+        out, {"world": config.world.to_dict()}, overwrite=config.overwrite, resumes=False
+    ):
         logging.info("world: up to date in %s", out)
         return
     start = time.perf_counter()
