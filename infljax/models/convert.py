@@ -161,7 +161,7 @@ class SafetensorsReader:
         else:
             with jax.default_device(jax.devices("cpu")[0]):  # numpy has no bfloat16
                 tensor = np.asarray(self._handle(name, "flax").get_tensor(name))
-        if not np.isfinite(tensor.astype(np.float32)).all():
+        if tensor.dtype.kind not in "iub" and not np.isfinite(tensor).all():
             raise CheckpointError(
                 f"tensor {name!r} in {self.files[name]} holds NaN or inf; the checkpoint is "
                 "damaged (or was saved after a diverged step): refusing to convert it"
