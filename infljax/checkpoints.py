@@ -121,8 +121,8 @@ def _begin_stage(directory: Path, args: dict, inputs: dict, overwrite: bool, res
                 + "\nUse another --workdir, or pass --config.overwrite=True to recompute (with "
                 "--stages=<stage> to recompute only this stage; the stages after it follow)."
             )
-        changed = sorted(k for k in found.keys() | saved.get("inputs", {}).keys()
-                         if found.get(k) != saved.get("inputs", {}).get(k))  # fmt: skip
+        before = saved.get("inputs", found)  # records older than inputs: trusted
+        changed = sorted(k for k in found.keys() | before.keys() if found.get(k) != before.get(k))
         if not changes and not changed and not overwrite and (resumes or saved.get("complete")):
             return bool(saved.get("complete"))
         if changed and not changes and kept:

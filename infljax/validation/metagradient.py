@@ -25,6 +25,7 @@ import numpy as np
 from flax import nnx
 
 from infljax import training
+from infljax.checkpoints import check_finite
 from infljax.influence.measurement import make_nats_fn
 from infljax.models.losses import Batch
 from infljax.validation.retrain import Stream, weighted_training
@@ -60,9 +61,22 @@ def metagradient_scores(
     num_documents: int,
     chunk: int = 0,
     on_chunk: Callable[[int], None] | None = None,
+    float64: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(scores [Q, N] = -dnats_q/dw_n, nats [Q] after training) of every query, `chunk` queries
-    per backward pass (0: all at once; each pass re-runs the forward training)."""
+    per backward pass (0: all at once; each pass re-runs the forward training).
+
+    `float64`: train and differentiate in float64. The adjoint of a float32 run overflows on
+    the way back through hundreds of Adam steps (1 / (sqrt(nu) + eps) of parameters whose
+    gradients are tiny; seen on the demo's small model: 3 of 4 queries NaN), so float32 is
+    only for models whose runs are short. Raises NonFiniteError rather than return NaN."""
+    if float64:
+        with jax.enable_x64(True):
+            wide = lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x  # noqa: E731
+            params, queries = jax.tree.map(wide, params), jax.tree.map(wide, queries)
+            return metagradient_scores(
+                graphdef, args, params, data, queries, num_documents, chunk, on_chunk, False
+            )
     if args.eps_root <= 0:
         raise ValueError(
             "metagradients need a training whose optimizer is differentiable everywhere: set "
@@ -82,4 +96,6 @@ def metagradient_scores(
         rows.append(np.asarray(grads)[: min(chunk, q - start)])
         if on_chunk is not None:
             on_chunk(min(chunk, q - start))
-    return -np.concatenate(rows), np.asarray(nats)
+    scores = -np.concatenate(rows)
+    check_finite(f"the metagradients of {q} queries (train in float64)", scores)
+    return scores, np.asarray(nats)
