@@ -7,7 +7,7 @@ Override any field on the command line, e.g. ``--config.models.small.train.steps
 The two models play the roles of the reference study's 7B and 35B: same corpus, two sizes.
 """
 
-from ml_collections import ConfigDict
+from ml_collections import ConfigDict, config_dict
 
 from infljax.pipeline import STAGE_ORDER
 
@@ -64,16 +64,29 @@ def world(smoke: bool) -> ConfigDict:
 
 
 def corpus(smoke: bool) -> ConfigDict:
-    """Reading and tokenising; an empty `path` means the world's generated corpus."""
+    """Reading and tokenising; an empty `path` means the world's generated corpus.
+
+    ``add_bos`` / ``add_eos``: wrap every document in BOS / EOS (unset: the tokenizer's own
+    convention, `infljax.data.tokenization.wrapping`; a tokenizer trained here: both).
+    ``tokenizer.{bos,eos,pad}_token``: name the special tokens ("" = found by common names)."""
     return ConfigDict(
         {
             "path": "",
             "on_bad": "skip",
             "max_length": 160,
             "packing": False,
-            "tokenizer": {"train": True, "vocab_size": 300 if smoke else 512, "path": ""},
+            "add_bos": config_dict.placeholder(bool),
+            "add_eos": config_dict.placeholder(bool),
+            "tokenizer": special_tokens(
+                {"train": True, "vocab_size": 300 if smoke else 512, "path": ""}
+            ),
         }
     )
+
+
+def special_tokens(section: dict) -> dict:
+    """A tokenizer section with its special-token names ("" = found by common names)."""
+    return section | {"bos_token": "", "eos_token": "", "pad_token": ""}
 
 
 def factors(smoke: bool) -> ConfigDict:
@@ -162,7 +175,12 @@ def scores(smoke: bool) -> ConfigDict:
             "prefilter_k": 0,  # > 0: score only each query's top k TF-IDF documents (biased)
             "seed": 0,
             # on_too_long: error | truncate (cut the prompt's start) | skip (leave the query out)
-            "measurement": {"on_too_long": "error", "add_eos": False, "chat_template": ""},
+            "measurement": {
+                "on_too_long": "error",
+                "add_eos": False,
+                "chat_template": "",
+                "add_bos": config_dict.placeholder(bool),  # unset: as the corpus documents
+            },
         }
     )
 

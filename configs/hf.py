@@ -31,7 +31,7 @@ fixture checkpoint shipped in tests/fixtures/hf/smoke).
 
 from pathlib import Path
 
-from ml_collections import ConfigDict, FieldReference
+from ml_collections import ConfigDict, FieldReference, config_dict
 
 VARIANTS = ("", "pair", "jsonl", "smoke")
 SMOKE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "hf" / "smoke"
@@ -99,14 +99,27 @@ def models(section: ConfigDict, pair: bool) -> ConfigDict:
 
 def corpus(smoke: bool, section: ConfigDict) -> ConfigDict:
     """JSONL or Parquet records (``text``, optional ``id`` and ``source``), tokenised with the
-    checkpoint's tokenizer into rows of ``max_length`` tokens (512 for real models, DESIGN §3)."""
+    checkpoint's tokenizer into rows of ``max_length`` tokens (512 for real models, DESIGN §3).
+
+    BOS / EOS around each document as the checkpoint's tokenizer adds them (Llama: BOS; GPT-2,
+    GPT-NeoX: nothing), unless ``add_bos`` / ``add_eos`` say otherwise; the special tokens are
+    found by common names unless ``tokenizer.{bos,eos,pad}_token`` name them."""
     return ConfigDict(
         {
             "path": str(SMOKE / "corpus.jsonl") if smoke else "",
             "on_bad": "skip",
             "max_length": 32 if smoke else 512,
             "packing": False,
-            "tokenizer": {"train": False, "vocab_size": 0, "path": follow(section, "path")},
+            "add_bos": config_dict.placeholder(bool),
+            "add_eos": config_dict.placeholder(bool),
+            "tokenizer": {
+                "train": False,
+                "vocab_size": 0,
+                "path": follow(section, "path"),
+                "bos_token": "",
+                "eos_token": "",
+                "pad_token": "",
+            },
         }
     )
 
@@ -180,7 +193,12 @@ def scores(smoke: bool) -> ConfigDict:
             "per_token_top": 2 if smoke else 3,
             "prefilter_k": 0,  # > 0: score only each query's top k TF-IDF documents (biased)
             "seed": 0,
-            "measurement": {"on_too_long": "truncate", "add_eos": False, "chat_template": ""},
+            "measurement": {
+                "on_too_long": "truncate",
+                "add_eos": False,
+                "chat_template": "",
+                "add_bos": config_dict.placeholder(bool),  # unset: as the corpus documents
+            },
         }
     )
 

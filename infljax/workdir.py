@@ -52,6 +52,11 @@ def tokenizer_path(workdir: Path) -> Path:
     return corpus_dir(workdir) / "tokenizer.json"
 
 
+def tokenizer_info_path(workdir: Path) -> Path:
+    """The special ids and the BOS/EOS wrapping the corpus was tokenised with (TokenizerInfo)."""
+    return corpus_dir(workdir) / "tokenizer_info.json"
+
+
 def model_dir(workdir: Path, name: str) -> Path:
     """model.json + params/ (orbax), checkpoints/, metrics.json."""
     return Path(workdir) / "models" / name

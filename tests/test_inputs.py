@@ -239,7 +239,9 @@ def test_empty_completions_are_counted_and_named(tmp_path):
 
     tokenizer = train_bpe(["some text to learn from"] * 20, vocab_size=300)
     queries = [QueryText(f"q{i}", "a prompt", "" if i % 2 else "yes") for i in range(6)]
-    with pytest.raises(QueryError, match=r"3 queries .* empty .*\['q1', 'q3', 'q5'\]"):
+    with pytest.raises(
+        QueryError, match=r"\['q1', 'q3', 'q5'\] \(3 in all\): the completion is empty"
+    ):
         encode_queries(queries, tokenizer, tokenizer_info(tokenizer), 32)
     with pytest.raises(QueryError, match="no queries"):
         encode_queries([], tokenizer, tokenizer_info(tokenizer), 32)

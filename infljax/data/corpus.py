@@ -46,15 +46,11 @@ class TokenizeArgs:
     Attributes:
       max_length: sequence length T; longer documents are truncated (they then lack EOS).
       packing: concatenate documents into full rows instead of one document per row.
-      add_bos: start every document with BOS.
-      add_eos: end every document with EOS.
       on_bad: "skip" (report) or "error" (raise) for a document that is empty after tokenisation.
     """
 
     max_length: int
     packing: bool = False
-    add_bos: bool = True
-    add_eos: bool = True
     on_bad: str = "skip"
 
     def __post_init__(self):
@@ -167,8 +163,8 @@ def _encode_records(
     records: Sequence[Record], encoder: Tokenizer, info: TokenizerInfo, args: TokenizeArgs
 ) -> tuple[list[np.ndarray], list[Record], list[BadRecord]]:
     """Wrapped token ids ([BOS] + ids + [EOS]) of each non-empty record, the records, the bad."""
-    prefix = [info.bos_id] if args.add_bos else []
-    suffix = [info.eos_id] if args.add_eos else []
+    prefix = [info.bos_id] if info.add_bos else []
+    suffix = [info.eos_id] if info.add_eos else []
     sequences, kept, bad = [], [], []
     for begin in range(0, len(records), _ENCODE_CHUNK):
         chunk = records[begin : begin + _ENCODE_CHUNK]

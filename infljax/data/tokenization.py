@@ -9,6 +9,7 @@ special ids by name.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -36,16 +37,39 @@ class TokenizerError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class TokenizerInfo:
-    """The ids the pipeline needs from a tokenizer.
+    """The ids the pipeline needs from a tokenizer, and how a document is wrapped.
 
     `pad_id` only fills positions past a sequence's length; every consumer masks by length, so
     its value never reaches a loss. That is why a tokenizer without a pad token may reuse EOS.
+    `add_bos` / `add_eos`: every corpus document starts with BOS / ends with EOS, and every
+    query starts with BOS (unless its measurement says otherwise): the convention the model was
+    trained with (`wrapping`), recorded by the corpus stage in ``corpus/tokenizer_info.json``.
     """
 
     vocab_size: int
     pad_id: int
     bos_id: int
     eos_id: int
+    add_bos: bool = True
+    add_eos: bool = True
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, record: dict) -> TokenizerInfo:
+        return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls) if f.name in record})
+
+
+def wrapping(tokenizer: Tokenizer) -> tuple[bool, bool]:
+    """(adds BOS, adds EOS): what `tokenizer` itself puts around a text (its post-processor;
+    Llama's adds BOS, GPT-2's and GPT-NeoX's nothing), found by encoding a probe text with and
+    without special tokens."""
+    probe = "the probe text"
+    bare = tokenizer.encode(probe, add_special_tokens=False).ids
+    full = tokenizer.encode(probe, add_special_tokens=True).ids
+    start = next((i for i in range(len(full)) if full[i : i + len(bare)] == bare), 0)
+    return start > 0, len(full) - start - len(bare) > 0
 
 
 def train_bpe(
@@ -143,27 +167,47 @@ def tokenizer_info(
     pad_token: str | None = None,
     bos_token: str | None = None,
     eos_token: str | None = None,
+    add_bos: bool = True,
+    add_eos: bool = True,
 ) -> TokenizerInfo:
     """Find the pad/bos/eos ids of `tokenizer`, by the given names or by common names.
 
     Fallbacks (for tokenizers such as GPT-2 that define fewer special tokens): a missing BOS
-    reuses EOS (GPT-2's own convention), a missing PAD reuses EOS (pad positions are always
-    masked, see `TokenizerInfo`). A missing EOS is an error: documents must end.
+    reuses EOS (GPT-2's own convention), a missing PAD reuses EOS, then BOS, then id 0 (pad
+    positions are always masked, see `TokenizerInfo`). A token that is added (`add_bos`,
+    `add_eos`) must exist.
     """
     eos_id = _find_id(tokenizer, eos_token, EOS_CANDIDATES)
-    if eos_id is None:
-        raise TokenizerError(
-            f"tokenizer has no end-of-document token among {EOS_CANDIDATES}; pass eos_token= "
-            "the name of the token that ends a document"
-        )
     bos_id = _find_id(tokenizer, bos_token, BOS_CANDIDATES)
+    bos_id = eos_id if bos_id is None else bos_id
+    checks = ((add_eos, eos_id, "end-of-document", "eos_token"),
+              (add_bos, bos_id, "beginning-of-document", "bos_token"))  # fmt: skip
+    for wanted, found, what, field in checks:
+        if wanted and found is None:
+            raise TokenizerError(
+                f"tokenizer has no {what} token among {EOS_CANDIDATES + BOS_CANDIDATES}; name "
+                f"it with config.corpus.tokenizer.{field}, or set config.corpus.add_"
+                f"{field[:3]}=False"
+            )
     pad_id = _find_id(tokenizer, pad_token, PAD_CANDIDATES)
+    fallback = next((i for i in (eos_id, bos_id) if i is not None), 0)
     return TokenizerInfo(
         vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
-        pad_id=eos_id if pad_id is None else pad_id,
-        bos_id=eos_id if bos_id is None else bos_id,
-        eos_id=eos_id,
+        pad_id=fallback if pad_id is None else pad_id,
+        bos_id=fallback if bos_id is None else bos_id,
+        eos_id=fallback if eos_id is None else eos_id,
+        add_bos=add_bos,
+        add_eos=add_eos,
     )
+
+
+def read_tokenizer_info(path: str | Path, tokenizer: Tokenizer) -> TokenizerInfo:
+    """The TokenizerInfo the corpus stage wrote to `path` (``corpus/tokenizer_info.json``); for
+    a workdir written before that file, `tokenizer_info(tokenizer)` (BOS and EOS)."""
+    path = Path(path)
+    if path.is_file():
+        return TokenizerInfo.from_json(json.loads(path.read_text()))
+    return tokenizer_info(tokenizer)
 
 
 def _find_id(tokenizer: Tokenizer, name: str | None, candidates: tuple[str, ...]) -> int | None:

@@ -69,11 +69,14 @@ class MeasurementArgs:
         `QueryTruncationWarning`.
       add_eos: append EOS to the completion (its prediction is then measured too).
       chat_template: "" (the raw prompt) or a format string containing ``{prompt}``.
+      add_bos: start the prompt with BOS (None: as the corpus's documents start,
+        `TokenizerInfo.add_bos`).
     """
 
     on_too_long: str = "error"
     add_eos: bool = False
     chat_template: str = ""
+    add_bos: bool | None = None
 
     def __post_init__(self):
         if self.on_too_long not in ON_TOO_LONG:
@@ -88,6 +91,11 @@ class MeasurementArgs:
 
     def format_prompt(self, prompt: str) -> str:
         return self.chat_template.replace("{prompt}", prompt) if self.chat_template else prompt
+
+    def prefix(self, info: TokenizerInfo) -> list[int]:
+        """The tokens before every prompt: [BOS] or none."""
+        add_bos = info.add_bos if self.add_bos is None else self.add_bos
+        return [info.bos_id] if add_bos else []
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -196,6 +204,7 @@ def encode_queries(
     encoder = text_only(tokenizer)
     format_prompt = format_prompt or args.format_prompt
     eos = [info.eos_id] if args.add_eos else []
+    prefix = args.prefix(info)
     rows, prompt_lengths, ids, truncated, skipped, empty = [], [], [], [], [], []
     if not queries:
         raise QueryError("no queries to measure (the query file or families give none)")
@@ -205,18 +214,24 @@ def encode_queries(
         if len(completion) == len(eos):
             empty.append(query.query_id)
             continue
-        kept = _fit_prompt(query.query_id, prompt, len(completion), max_length, args)
+        kept = _fit_prompt(query.query_id, prefix, prompt, len(completion), max_length, args)
         if kept is None:
             skipped.append(query.query_id)
             continue
         truncated += [query.query_id] if len(kept) < len(prompt) else []
-        rows.append([info.bos_id] + kept + completion)
-        prompt_lengths.append(1 + len(kept))
+        if not prefix + kept:
+            raise QueryError(
+                f"query {query.query_id!r}: an empty prompt without BOS leaves nothing to "
+                "predict its first completion token from; give it a prompt or set "
+                "measurement.add_bos=True"
+            )
+        rows.append(prefix + kept + completion)
+        prompt_lengths.append(len(prefix) + len(kept))
         ids.append(query.query_id)
     if empty:
         raise QueryError(
-            f"{len(empty)} queries have a completion that is empty after tokenisation, so there "
-            f"is nothing to measure (first: {empty[:5]}); give them a completion or drop them"
+            f"queries {empty[:5]} ({len(empty)} in all): the completion is empty after "
+            "tokenisation, so there is nothing to measure; give them a completion or drop them"
         )
     if not rows:
         raise QueryError(f"every query is longer than max_length={max_length}; none to measure")
@@ -224,28 +239,34 @@ def encode_queries(
 
 
 def _fit_prompt(
-    query_id: str, prompt: list[int], completion_length: int, max_length: int, args
+    query_id: str,
+    prefix: list[int],
+    prompt: list[int],
+    completion_length: int,
+    max_length: int,
+    args,
 ) -> list[int] | None:
-    """The prompt, cut from the left so BOS + prompt + completion fits in max_length; None when
-    the query is to be skipped."""
-    total = 1 + len(prompt) + completion_length
+    """The prompt, cut from the left so prefix (BOS or nothing) + prompt + completion fits in
+    max_length; None when the query is to be skipped."""
+    total = len(prefix) + len(prompt) + completion_length
     if total <= max_length:
         return prompt
+    bos = "BOS + " if prefix else ""
     where = (
-        f"query {query_id!r} is {total} tokens (BOS + {len(prompt)} prompt + "
+        f"query {query_id!r} is {total} tokens ({bos}{len(prompt)} prompt + "
         f"{completion_length} completion) but the model's max_length is {max_length}"
     )
     if args.on_too_long == "skip":
         warnings.warn(f"{where}: skipped", QueryTruncationWarning, stacklevel=3)
         return None
-    if 1 + completion_length > max_length:
+    if len(prefix) + completion_length > max_length:
         raise QueryError(f"{where}; its completion alone does not fit: shorten the completion")
     if args.on_too_long == "error":
         raise QueryError(
             f"{where}; shorten it, or set measurement.on_too_long='truncate' (drop the oldest "
             "prompt tokens) or 'skip' (leave it out of this model's scores)"
         )
-    keep = max_length - 1 - completion_length
+    keep = max_length - len(prefix) - completion_length
     warnings.warn(
         f"{where}: prompt cut to its last {keep} tokens", QueryTruncationWarning, stacklevel=3
     )

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from flax import nnx
 from tokenizers import Tokenizer
 
-from infljax.data.tokenization import text_only, tokenizer_info
+from infljax.data.tokenization import TokenizerInfo, text_only, tokenizer_info
 from infljax.models.generate import GenerateArgs, greedy_generate
 from infljax.queries.grading import Grade, grade_completion
 from infljax.queries.records import Query
@@ -61,15 +61,17 @@ def generate_completions(
     args: CompletionArgs,
     families: Mapping[str, QueryFamily] | None = None,
     format_prompt: Callable[[str], str] | None = None,
+    info: TokenizerInfo | None = None,
 ) -> list[Query]:
     """Each query answered by `model`: ``BOS + tokens(format_prompt(prompt))`` decoded greedily
     (the measurement's prompt tokens), graded by the family in `families` (by family name) that
     made it, else by `grade_completion` with the default answer pattern."""
-    info = tokenizer_info(tokenizer)
+    info = tokenizer_info(tokenizer) if info is None else info
     encoder = text_only(tokenizer)
     format_prompt = format_prompt or (lambda prompt: prompt)
+    prefix = [info.bos_id] if info.add_bos else []
     prompts = [
-        [info.bos_id] + encoder.encode(format_prompt(q.prompt), add_special_tokens=False).ids
+        prefix + encoder.encode(format_prompt(q.prompt), add_special_tokens=False).ids
         for q in queries
     ]
     generated = greedy_generate(model, prompts, info.eos_id, info.pad_id, args.generate_args)

@@ -36,7 +36,7 @@ from ml_collections import ConfigDict
 
 from infljax.checkpoints import ARGS_FILE, begin_stage, finish_stage
 from infljax.data.corpus import load_corpus
-from infljax.data.tokenization import load_tokenizer
+from infljax.data.tokenization import load_tokenizer, read_tokenizer_info
 from infljax.distributed import MeshArgs, make_mesh
 from infljax.influence import baselines, query_grads
 from infljax.influence.measurement import QueryText, read_query_records
@@ -51,6 +51,7 @@ from infljax.workdir import (
     queries_dir,
     queries_path,
     scores_dir,
+    tokenizer_info_path,
     tokenizer_path,
 )
 
@@ -126,13 +127,15 @@ def _scoring_baseline(config: ConfigDict, workdir: Path, name: str, corpus, meth
         per_token_top=0,
     )
     records = read_query_records(queries_path(workdir), model=name)
+    tokenizer = load_tokenizer(tokenizer_path(workdir))
     inputs = ModelInputs(
         model_dir(workdir, name),
         factors_dir(workdir, name),
         corpus,
-        load_tokenizer(tokenizer_path(workdir)),
+        tokenizer,
         records,
         read_from={"corpus": corpus_dir(workdir), "queries": queries_dir(workdir)},
+        info=read_tokenizer_info(tokenizer_info_path(workdir), tokenizer),
     )
     mesh = make_mesh(MeshArgs(**config.mesh.to_dict()))
     score_model(name, inputs, args, mesh, baselines_dir(workdir, name, method), config.overwrite)

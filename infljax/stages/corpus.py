@@ -18,9 +18,23 @@ from ml_collections import ConfigDict
 from infljax.checkpoints import begin_stage, finish_stage
 from infljax.data.corpus import TokenizeArgs, corpus_stats, save_corpus, tokenize_corpus
 from infljax.data.readers import BadRecord, CorpusError, read_corpus
-from infljax.data.tokenization import load_tokenizer, save_tokenizer, train_bpe
+from infljax.data.tokenization import (
+    Tokenizer,
+    TokenizerInfo,
+    load_tokenizer,
+    save_tokenizer,
+    tokenizer_info,
+    train_bpe,
+    wrapping,
+)
 from infljax.pipeline import stage, write_json
-from infljax.workdir import corpus_dir, stored_path, tokenizer_path, world_dir
+from infljax.workdir import (
+    corpus_dir,
+    stored_path,
+    tokenizer_info_path,
+    tokenizer_path,
+    world_dir,
+)
 
 
 def _input_path(config: ConfigDict, workdir: Path) -> Path:
@@ -46,6 +60,16 @@ def _refuse_empty(source: Path, bad: list[BadRecord], out: Path, when: str) -> N
     else:
         detail = "the input holds no records"
     raise CorpusError(f"corpus {source}: 0 documents {when}; {detail}")
+
+
+def conventions(tokenizer: Tokenizer, section: ConfigDict) -> TokenizerInfo:
+    """The special ids and the BOS/EOS wrapping of the corpus `section`: as configured, else
+    BOS and EOS for a tokenizer trained here, else what the loaded tokenizer adds itself."""
+    own = (True, True) if section.tokenizer.train else wrapping(tokenizer)
+    add_bos, add_eos = (own[i] if v is None else bool(v) for i, v in
+                        enumerate((section.get("add_bos"), section.get("add_eos"))))  # fmt: skip
+    names = {k: section.tokenizer.get(k) or None for k in ("bos_token", "eos_token", "pad_token")}
+    return tokenizer_info(tokenizer, **names, add_bos=add_bos, add_eos=add_eos)
 
 
 def _tokenize_args(config: ConfigDict) -> TokenizeArgs:
@@ -84,7 +108,9 @@ def run(config: ConfigDict, workdir: Path) -> None:
     else:
         tokenizer = load_tokenizer(tok_cfg.path)
     save_tokenizer(tokenizer, tokenizer_path(workdir))
-    corpus, bad = tokenize_corpus(read.records, tokenizer, _tokenize_args(config))
+    info = conventions(tokenizer, config.corpus)
+    write_json(tokenizer_info_path(workdir), info.to_json())
+    corpus, bad = tokenize_corpus(read.records, tokenizer, _tokenize_args(config), info)
     _write_bad(out, read.bad + bad)
     if bad:
         logging.warning(
@@ -102,6 +128,8 @@ def run(config: ConfigDict, workdir: Path) -> None:
     save_corpus(out, corpus)
     stats = corpus_stats(corpus)
     stats.update(
+        add_bos=info.add_bos,
+        add_eos=info.add_eos,
         truncated=[d for d, _ in corpus.truncated[:1000]],  # the first 1000 ids
         bad_records=len(read.bad) + len(bad),
         vocab_size=tokenizer.get_vocab_size(),

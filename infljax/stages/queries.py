@@ -20,7 +20,12 @@ from absl import logging
 from ml_collections import ConfigDict
 
 from infljax.checkpoints import begin_stage, finish_stage
-from infljax.data.tokenization import load_tokenizer, text_only, tokenizer_info
+from infljax.data.tokenization import (
+    TokenizerInfo,
+    load_tokenizer,
+    read_tokenizer_info,
+    text_only,
+)
 from infljax.data.world import World, read_world_json
 from infljax.models.io import load_model, read_model_config
 from infljax.pipeline import stage, write_json
@@ -34,7 +39,14 @@ from infljax.queries import (
     write_queries_jsonl,
 )
 from infljax.queries.knowledge import fact_knowledge
-from infljax.workdir import model_dir, queries_dir, queries_path, tokenizer_path, world_dir
+from infljax.workdir import (
+    model_dir,
+    queries_dir,
+    queries_path,
+    tokenizer_info_path,
+    tokenizer_path,
+    world_dir,
+)
 
 
 def _check(config: ConfigDict) -> None:
@@ -110,6 +122,10 @@ def _read_world(workdir: Path) -> World | None:
     return read_world_json(path) if path.is_file() else None
 
 
+def _info(workdir: Path, tokenizer) -> TokenizerInfo:
+    return read_tokenizer_info(tokenizer_info_path(workdir), tokenizer)
+
+
 def _tokenizer_file(config: ConfigDict, workdir: Path) -> Path | None:
     trained = tokenizer_path(workdir)
     if trained.is_file():
@@ -127,8 +143,12 @@ def _generate(config, workdir, queries, families, completions, names) -> list[Qu
             "or set config.corpus.tokenizer.path"
         )
     tokenizer = load_tokenizer(tokenizer_file)
-    template = config.get("scores", {}).get("measurement", {}).get("chat_template", "")
+    measurement = config.get("scores", {}).get("measurement", {})
+    template = measurement.get("chat_template", "")
     format_prompt = (lambda p: template.replace("{prompt}", p)) if template else None
+    info = _info(workdir, tokenizer)
+    if measurement.get("add_bos") is not None:  # prompts as the scores stage measures them
+        info = dataclasses.replace(info, add_bos=bool(measurement.get("add_bos")))
     answered = []
     for name in names:
         directory = model_dir(workdir, name)
@@ -139,7 +159,7 @@ def _generate(config, workdir, queries, families, completions, names) -> list[Qu
             )
         model = load_model(directory)
         answered += generate_completions(
-            queries, model, tokenizer, name, completions, families, format_prompt
+            queries, model, tokenizer, name, completions, families, format_prompt, info
         )
         logging.info("queries: %s answered %s", name, _accuracy(answered, name))
     return answered
@@ -156,7 +176,7 @@ def _fact_knowledge(config, workdir, world: World, queries: list[Query], names) 
         tokenizer = load_tokenizer(tokenizer_file)
         mine = [q for q in queries if q.model in (None, name)]
         known = fact_knowledge(
-            load_model(directory), tokenizer, tokenizer_info(tokenizer), world, mine
+            load_model(directory), tokenizer, _info(workdir, tokenizer), world, mine
         )
         if known is not None:
             out[name] = dataclasses.asdict(known)

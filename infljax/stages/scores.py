@@ -39,7 +39,12 @@ from infljax import planning
 from infljax.checkpoints import ARGS_FILE, begin_stage, check_finite, finish_stage
 from infljax.curvature import STRATEGIES, DampingArgs, open_factors
 from infljax.data.corpus import TokenizedCorpus, load_corpus
-from infljax.data.tokenization import load_tokenizer, tokenizer_info
+from infljax.data.tokenization import (
+    TokenizerInfo,
+    load_tokenizer,
+    read_tokenizer_info,
+    tokenizer_info,
+)
 from infljax.distributed import MeshArgs, make_mesh, place
 from infljax.influence import attribution, baselines, prefilter, query_grads, scoring
 from infljax.influence.measurement import (
@@ -62,6 +67,7 @@ from infljax.workdir import (
     queries_dir,
     queries_path,
     scores_dir,
+    tokenizer_info_path,
     tokenizer_path,
 )
 
@@ -170,6 +176,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
             tokenizer,
             records,
             read_from={"corpus": corpus_dir(workdir), "queries": queries_dir(workdir)},
+            info=read_tokenizer_info(tokenizer_info_path(workdir), tokenizer),
         )
         out = scores_dir(workdir, name)
         score_model(name, inputs, args, mesh, out, config.overwrite, placement=mesh_args.params)
@@ -186,6 +193,7 @@ class ModelInputs:
     tokenizer: Tokenizer
     records: list[dict]
     read_from: dict[str, Path] = dataclasses.field(default_factory=dict)
+    info: TokenizerInfo | None = None  # the corpus's (default: found in `tokenizer`)
 
     def inputs(self, strategy: str) -> dict[str, Path]:
         """Every input of a scoring with `strategy` (the factors unless "identity")."""
@@ -295,7 +303,7 @@ def _encode(name: str, inputs: ModelInputs, args: ScoresArgs, max_length: int) -
         tokens = encode_queries(
             queries,
             inputs.tokenizer,
-            tokenizer_info(inputs.tokenizer),
+            inputs.info or tokenizer_info(inputs.tokenizer),
             max_length,
             args.measurement,
         )

@@ -45,7 +45,7 @@ from infljax.checkpoints import ARGS_FILE, begin_stage, finish_stage
 from infljax.curvature.passes import FactorArgs
 from infljax.curvature.strategies import DampingArgs
 from infljax.data.corpus import TokenizedCorpus, load_corpus
-from infljax.data.tokenization import load_tokenizer, tokenizer_info
+from infljax.data.tokenization import load_tokenizer, read_tokenizer_info
 from infljax.distributed import MeshArgs, make_mesh
 from infljax.influence.measurement import QueryText, QueryTokens, encode_queries, read_query_records
 from infljax.influence.model_scores import InfluenceArgs, influence_scores
@@ -58,6 +58,7 @@ from infljax.workdir import (
     corpus_dir,
     model_dir,
     scores_dir,
+    tokenizer_info_path,
     tokenizer_path,
     validate_dir,
 )
@@ -217,7 +218,7 @@ def _encode(workdir: Path, config: ConfigDict, records, max_length: int) -> Quer
     return encode_queries(
         [QueryText.from_record(r) for r in records],
         tokenizer,
-        tokenizer_info(tokenizer),
+        read_tokenizer_info(tokenizer_info_path(workdir), tokenizer),
         max_length,
         ScoresArgs.from_config(config).measurement,
     )

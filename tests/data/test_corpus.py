@@ -18,7 +18,7 @@ from infljax.data.corpus import (
     unigram_entropy,
 )
 from infljax.data.readers import CorpusError, Record
-from infljax.data.tokenization import train_bpe
+from infljax.data.tokenization import tokenizer_info, train_bpe
 
 TEXTS = [
     "The capital of Velmora is Ostrin.",
@@ -69,8 +69,8 @@ def test_rows_bos_eos_pad_and_truncation(tokenizer, records):
 
 
 def test_without_bos_eos(tokenizer, records):
-    args = TokenizeArgs(max_length=64, add_bos=False, add_eos=False)
-    corpus, _ = tokenize_corpus(records[:1], tokenizer, args)
+    info = tokenizer_info(tokenizer, add_bos=False, add_eos=False)
+    corpus, _ = tokenize_corpus(records[:1], tokenizer, TokenizeArgs(max_length=64), info)
     ids = _ids(tokenizer, TEXTS[0])
     assert corpus.tokens[0, : len(ids)].tolist() == ids and corpus.lengths[0] == len(ids)
 
