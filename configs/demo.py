@@ -243,7 +243,7 @@ def small_model(smoke: bool) -> ConfigDict:
         "num_heads": 2,
         "d_ff": 32 if smoke else 256,
     }
-    return ConfigDict({"checkpoint": "", "model": model, "train": _train(smoke, 300, 2e-2, 50)})
+    return ConfigDict({"checkpoint": "", "model": model, "train": _train(smoke, 300, 5e-3, 50)})
 
 
 def large_model(smoke: bool) -> ConfigDict:

@@ -65,5 +65,8 @@ def validation(smoke: bool) -> ConfigDict:
             "metagradient_queries": 2 if smoke else 8,  # exact metagradients (0: off)
             "metagradient_chunk": 2 if smoke else 8,  # queries per backward pass
             "bootstrap": 50 if smoke else 1000,
+            # the single-model protocol: retrained from the original seed alone, dropping 5%
+            "single_model_subsets": 3 if smoke else 50,
+            "single_model_fraction": 0.95,
         }
     )

@@ -87,6 +87,11 @@ class ValidateArgs:
       metagradient_queries: exact metagradients of this many queries, evenly spaced over the
         query rows (0: off; each costs about 3 training runs), `metagradient_chunk` per pass.
       bootstrap: bootstrap replicates of each interval.
+      single_model_subsets, single_model_fraction: the single-model protocol (MAGIC's): as
+        many retrainings from the original seed alone (initialisation and data order fixed, so
+        the only change is the data), each keeping `single_model_fraction` of the training
+        documents; LDS against those runs is what a derivative of the one run can reach
+        (0 subsets: off).
     """
 
     model: str = "small"
@@ -101,6 +106,8 @@ class ValidateArgs:
     metagradient_queries: int = 8
     metagradient_chunk: int = 8
     bootstrap: int = 1000
+    single_model_subsets: int = 50
+    single_model_fraction: float = 0.95
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]
@@ -112,6 +119,14 @@ class ValidateArgs:
             raise ValueError(
                 f"validation.seeds, models_per_call and bootstrap must be >= 1: {self}"
             )
+        if self.single_model_subsets and self.single_model_subsets < 3:
+            raise ValueError(
+                "validation.single_model_subsets must be 0 or >= 3, got "
+                f"{self.single_model_subsets}"
+            )
+        for fraction in ("fraction", "single_model_fraction"):
+            if not 0 < getattr(self, fraction) < 1:
+                raise ValueError(f"validation.{fraction} must be in (0, 1): {self}")
         for name in ("checkpoints", "ensemble", "metagradient_queries", "metagradient_chunk"):
             if getattr(self, name) < 0:
                 raise ValueError(f"validation.{name} must be >= 0, got {getattr(self, name)}")
@@ -161,10 +176,13 @@ def run(config: ConfigDict, workdir: Path) -> None:
         name, args, train_args, corpus, tokens, read_model_config(model_dir(workdir, name))
     )
     started = time.perf_counter()
-    measured = work.retrain_subsets(out)
+    measured = work.retrain_subsets(out, "runs", work.masks, args.seeds)
+    single = None
+    if args.single_model_subsets:
+        single = work.retrain_subsets(out, "single_model", work.single_masks, 1)
     retrain_seconds = time.perf_counter() - started
     scores |= work.training_aware(out, _influence_args(config), mesh)
-    summary = _summarize(args, records, scores, work, measured)
+    summary = _summarize(args, records, scores, work, measured, single)
     summary["retraining"] = _throughput(work, retrain_seconds, model_dir(workdir, name))
     write_json(out / "summary.json", summary)
     for file, png in figures.validation_figures(summary).items():
@@ -268,51 +286,53 @@ class _Work:
         self.masks = lds.sample_subsets(
             len(self.train_rows), args.num_subsets, args.fraction, args.seed
         )
+        self.single_masks = lds.sample_subsets(
+            len(self.train_rows), args.single_model_subsets, args.single_model_fraction,
+            args.seed + 1,
+        ) if args.single_model_subsets else None  # fmt: skip
         self.retrainer = retrain.Retrainer(
             cfg, train_args, np.asarray(corpus.tokens), corpus.lengths, devices=jax.local_devices()
         )
 
-    def runs(self) -> list[tuple[int, int]]:
-        """(subset, seed offset) of every retraining, seeds innermost."""
-        return [(m, s) for m in range(self.args.num_subsets) for s in range(self.args.seeds)]
-
-    def weights(self, subset: int) -> np.ndarray:
+    def weights(self, mask: np.ndarray) -> np.ndarray:
+        """Loss weights of a retraining on the training rows `mask` keeps."""
         w = np.ones(self.corpus.num_documents, np.float32)
-        w[self.train_rows[~self.masks[subset]]] = 0.0
+        w[self.train_rows[~mask]] = 0.0
         return w
 
-    def retrain_subsets(self, out: Path) -> np.ndarray:
-        """[Q, M, S] every query's NLL after each retraining (runs chunks nobody holds, then
-        waits for the others' chunks)."""
-        runs, k = self.runs(), self.args.models_per_call
+    def retrain_subsets(self, out: Path, folder: str, masks: np.ndarray, seeds: int) -> np.ndarray:
+        """[Q, M, S] every query's NLL after retraining on each of the M subsets `masks` from
+        each of `seeds` seeds (chunks cached in `out/folder`; runs the chunks nobody holds,
+        then waits for the others')."""
+        runs = [(m, s) for m in range(len(masks)) for s in range(seeds)]  # seeds innermost
+        k = self.args.models_per_call
         chunks = [runs[i : i + k] for i in range(0, len(runs), k)]
-        (out / "runs").mkdir(parents=True, exist_ok=True)
+        (out / folder).mkdir(parents=True, exist_ok=True)
         bar = tqdm(
             total=len(runs) * self.train_args.steps,
-            desc=f"retrain {self.name} ({len(runs)} models)",
+            desc=f"retrain {self.name} ({len(runs)} models, {folder})",
             unit="step",
             mininterval=2.0,
         )
-        waiting = []
-        for i, chunk in enumerate(chunks):
-            with _claim(_chunk_path(out, i), block=False) as claimed:
+        waiting, paths = [], [out / folder / f"chunk_{i:05d}.npy" for i in range(len(chunks))]
+        for path, chunk in zip(paths, chunks, strict=True):
+            with _claim(path, block=False) as claimed:
                 if claimed:
-                    self._run_chunk(out, i, chunk, bar)
+                    self._run_chunk(path, chunk, masks, bar)
                 else:
-                    waiting.append((i, chunk))
-        for i, chunk in waiting:  # held by another process: wait for it
-            with _claim(_chunk_path(out, i), block=True):
-                self._run_chunk(out, i, chunk, bar)
+                    waiting.append((path, chunk))
+        for path, chunk in waiting:  # held by another process: wait for it
+            with _claim(path, block=True):
+                self._run_chunk(path, chunk, masks, bar)
         bar.close()
-        nats = np.concatenate([np.load(_chunk_path(out, i)) for i in range(len(chunks))])
-        return nats.reshape(self.args.num_subsets, self.args.seeds, -1).transpose(2, 0, 1)
+        nats = np.concatenate([np.load(p) for p in paths])
+        return nats.reshape(len(masks), seeds, -1).transpose(2, 0, 1)
 
-    def _run_chunk(self, out: Path, index: int, chunk, bar) -> None:
-        path = _chunk_path(out, index)
+    def _run_chunk(self, path: Path, chunk, masks: np.ndarray, bar) -> None:
         if path.is_file():
             bar.update(len(chunk) * self.train_args.steps)
             return
-        weights = np.stack([self.weights(m) for m, _ in chunk])
+        weights = np.stack([self.weights(masks[m]) for m, _ in chunk])
         seeds = [self.train_args.seed + s for _, s in chunk]
         params, _ = self.retrainer(weights, seeds, lambda n: bar.update(n * len(chunk)))
         tmp = path.with_name(path.name + ".tmp.npy")
@@ -382,10 +402,6 @@ class _Work:
         return np.load(path)
 
 
-def _chunk_path(out: Path, index: int) -> Path:
-    return out / "runs" / f"chunk_{index:05d}.npy"
-
-
 @contextlib.contextmanager
 def _claim(path: Path, block: bool) -> Iterator[bool]:
     """Hold `path`'s lock file (released when the process dies); yields whether it is held."""
@@ -404,8 +420,9 @@ def _claim(path: Path, block: bool) -> Iterator[bool]:
 # --- results ---------------------------------------------------------------------------------
 
 
-def _summarize(args: ValidateArgs, records, scores: dict, work: _Work, measured) -> dict:
-    """summary.json: per method, LDS by query kind with bootstrap intervals; the ceiling."""
+def _summarize(args: ValidateArgs, records, scores: dict, work: _Work, measured, single) -> dict:
+    """summary.json: per method, LDS by query kind with bootstrap intervals; the ceiling; the
+    single-model protocol's LDS (`single`: [Q, M, 1] NLLs, or None)."""
     kinds = np.asarray([_kind(r) for r in records])
     groups = {"all": np.arange(len(kinds))} | {k: np.flatnonzero(kinds == k) for k in set(kinds)}
     interval = lambda p, m, rows: dataclasses.asdict(  # noqa: E731
@@ -439,6 +456,16 @@ def _summarize(args: ValidateArgs, records, scores: dict, work: _Work, measured)
         )
         if "metagradient" in scores:
             entry["on_metagradient_queries"] = interval(predicted, measured, meta_rows)
+        if single is not None:
+            alone = lds.subset_predictions(
+                np.nan_to_num(scores[method][:, work.train_rows]), work.single_masks
+            )
+            entry["single_model"] = {
+                k: interval(alone, single, rows[defined[rows]]) for k, rows in groups.items()
+            }
+            entry["single_model"]["per_query"] = _floats(
+                np.where(defined, lds.seed_mean_lds(alone, single), np.nan)
+            )
         out["lds"][method] = entry
     if args.seeds > 1:
         split = lds.split_half(measured)
@@ -457,7 +484,7 @@ def _throughput(work: _Work, seconds: float, original: Path) -> dict:
     metrics = original / "metrics.json"
     sequential = json.loads(metrics.read_text()).get("seconds") if metrics.is_file() else None
     return {
-        "count": count,
+        "count": count + work.args.single_model_subsets,
         "seconds": round(seconds, 1),
         "per_hour_batched": round(3600 * count / max(seconds, 1e-9), 1),
         "per_hour_sequential": round(3600 / sequential, 1) if sequential else None,
@@ -474,4 +501,8 @@ def _headline(summary: dict) -> str:
     parts = [f"{m} {summary['lds'][m]['all']['mean']:.3f}" for m in summary["methods"]]
     if "ceiling" in summary:
         parts.append(f"ceiling {summary['ceiling']['all']['mean']:.3f}")
-    return "LDS " + ", ".join(parts)
+    line = "LDS " + ", ".join(parts)
+    single = [(m, summary["lds"][m].get("single_model")) for m in summary["methods"]]
+    if single[0][1] is not None:
+        line += "; single-model LDS " + ", ".join(f"{m} {e['all']['mean']:.3f}" for m, e in single)
+    return line

@@ -47,6 +47,11 @@ def _bars(summary: dict, title: str) -> bytes:
             values = values[(kinds == kind) & np.isfinite(values)]
             jitter = rng.uniform(-width / 4, width / 4, len(values))
             ax.scatter(offsets[i] + jitter, values, s=7, color="k", alpha=0.4, zorder=3)
+        single = [summary["lds"][m].get("single_model", {}).get(kind, {}) for m in methods]
+        if any(e.get("mean") is not None for e in single):
+            ax.scatter(offsets, [_num(e.get("mean")) for e in single], marker="D", s=22,
+                       facecolor="white", edgecolor=KIND_COLOURS[kind], zorder=4,
+                       label=f"{kind}: single model")  # fmt: skip
         ceiling = summary.get("ceiling", {}).get(kind, {}).get("mean")
         if ceiling is not None:
             ax.axhline(ceiling, color=KIND_COLOURS[kind], ls="--", lw=1)

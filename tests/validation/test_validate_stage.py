@@ -101,7 +101,19 @@ def test_smoke_lds_is_recomputed_from_the_stored_retrainings(smoke):
         summary["queries"][q] for q in np.flatnonzero(np.isfinite(meta[:, 0]))
     ]
     assert len(seed0) == 2 and "ceiling" in summary
-    assert summary["retraining"]["count"] == args["num_subsets"] * args["seeds"]
+    single = args["single_model_subsets"]
+    assert summary["retraining"]["count"] == args["num_subsets"] * args["seeds"] + single
+    # the single-model protocol: retrained from the original seed alone
+    single_masks = lds.sample_subsets(
+        len(train_rows), single, args["single_model_fraction"], args["seed"] + 1
+    )
+    alone = np.concatenate([np.load(c) for c in sorted((out / "single_model").glob("chunk_*.npy"))])
+    for method in args["methods"]:
+        predicted = lds.subset_predictions(_scores(smoke, method)[:, train_rows], single_masks)
+        expected = lds.seed_mean_lds(predicted, alone.T[:, :, None])
+        got = summary["lds"][method]["single_model"]["per_query"]
+        got = np.array([np.nan if v is None else v for v in got])
+        np.testing.assert_allclose(got, expected, atol=1e-6)
     page = (smoke / "report" / "index.html").read_text()
     assert "Validation: do the scores predict retraining?" in page and "ceiling" in page
     assert page.count("validate_small_") == 0  # figures inlined
