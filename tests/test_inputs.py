@@ -85,6 +85,19 @@ def test_a_corpus_fixed_in_place_is_tokenised_again(tmp_path):
     assert len(np.load(corpus_dir(workdir) / "lengths.npy")) == 30 != len(first)
 
 
+def test_a_fixed_corpus_retrains_the_model_instead_of_conflicting(tmp_path):
+    source = jsonl(tmp_path / "docs.jsonl", DOCS)
+    config = corpus_config(source)
+    with config.unlocked():
+        config.models = {"small": config.models.small}
+    run_stages(config, tmp_path / "w", only=["corpus", "pretrain"])
+    metrics = tmp_path / "w" / "models" / "small" / "metrics.json"
+    before = metrics.stat().st_mtime_ns
+    jsonl(source, DOCS[:35])
+    run_stages(config, tmp_path / "w", only=["corpus", "pretrain"])  # no StageConflict
+    assert metrics.stat().st_mtime_ns != before
+
+
 def test_a_recomputed_stage_makes_the_stages_reading_it_recompute(tmp_path):
     upstream, downstream = tmp_path / "up", tmp_path / "down"
     assert not begin_stage(upstream, {"a": 1})

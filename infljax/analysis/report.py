@@ -426,7 +426,11 @@ def _validation(inputs: ReportInputs) -> str:
             f"<h3>{html.escape(m)}</h3>"
             + _table(header, rows)
             + f"<p class='reading'>{html.escape(_validation_reading(v))}</p>"
-            + _img(inputs, validation_figure_name(m, "lds.png"), f"{m} LDS (diamonds: the single-model protocol)")
+            + _img(
+                inputs,
+                validation_figure_name(m, "lds.png"),
+                f"{m} LDS (diamonds: the single-model protocol)",
+            )
             + f"<p class='muted'>{r.get('count', '?')} retrainings in "
             f"{fmt(r.get('seconds'), '.0f')} s ({fmt(r.get('per_hour_batched'), '.0f')} per "
             f"hour batched, {r.get('models_per_call', '?')} models per call; the pretrain "

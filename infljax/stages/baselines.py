@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -34,7 +33,7 @@ import numpy as np
 from absl import logging
 from ml_collections import ConfigDict
 
-from infljax.checkpoints import ARGS_FILE, begin_stage, finish_stage
+from infljax.checkpoints import begin_stage, finish_stage
 from infljax.data.corpus import load_corpus
 from infljax.data.tokenization import load_tokenizer, read_tokenizer_info
 from infljax.distributed import MeshArgs, make_mesh
@@ -96,10 +95,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
         records = read_query_records(source[1], model=name)
         texts = [baselines.query_text(QueryText.from_record(r)) for r in records]
         docs = [d.text for d in corpus.documents]
-        record = {
-            "queries_sha256": _sha256(records),
-            "corpus": {"documents": corpus.num_documents, "tokens": corpus.num_tokens},
-        }
+        record = {}  # the rows and corpus are recorded by where they were read (`_write`)
         # process 0 computes and writes the host baselines (with one process: just runs)
         write = functools.partial(
             on_main, _write, workdir, name, (source[0], records), config.overwrite
@@ -152,7 +148,7 @@ def _gradient_cosine(config: ConfigDict, workdir: Path, name: str) -> None:
         )
 
     rows = read_query_records(dot / "queries.jsonl")
-    record = {"grad_dot": json.loads((dot / ARGS_FILE).read_text())["args"]}
+    record = {}  # grad_dot's directory is recorded by its run (`_write`)
     source = (dot / "query_nats.npy", rows)
     on_main(_write, workdir, name, source, config.overwrite, "grad_cosine", cosine, record)
 
@@ -201,7 +197,3 @@ def _write(
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     finish_stage(out)
     logging.info("baselines %s/%s: %d x %d in %s", name, method, *scores.shape, out)
-
-
-def _sha256(records: list[dict]) -> str:
-    return hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()

@@ -205,6 +205,8 @@ def fit_model_factors(
         "factors": {"fisher": args.fisher, "seed": args.seed},
         "plan": {"num_documents": plan.num_documents, "partitions": plan.partitions},
     }
+    if inputs:  # the model and corpus are recorded by where they were read
+        del record["model"], record["corpus"]
     if begin_stage(out, record, inputs=inputs, overwrite=overwrite):
         logging.info("factors %s: up to date in %s", name, out)
         return True

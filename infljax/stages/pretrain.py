@@ -107,6 +107,8 @@ def train_model(
     """
     exclude_rows = _checked_exclusions(name, exclude_rows, corpus.num_documents)
     record = _record(cfg, args, corpus, exclude_rows)
+    if inputs:  # the corpus is recorded by where it was read
+        del record["corpus"]
     if begin_stage(out, record, inputs=inputs, overwrite=overwrite):
         logging.info("pretrain %s: up to date in %s", name, out)
         return

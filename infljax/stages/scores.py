@@ -274,12 +274,16 @@ def score_model(
 
 
 def _record(inputs: ModelInputs, args: ScoresArgs) -> dict:
-    """The stage's arguments: its own, plus fingerprints of what it reads."""
+    """The stage's arguments: its own, plus what it reads unless `inputs.read_from` records
+    where it was read (then a changed upstream stage makes this one recompute instead of
+    conflict: `infljax.checkpoints.begin_stage`)."""
     own = dataclasses.asdict(args)
     del own["queries"]["layer_groups"]  # results do not depend on it
     for key in ("prefilter_k", "param_dtype"):
         if not own[key]:
             del own[key]  # so that records written before these options existed match
+    if inputs.read_from:
+        return {"args": own}
     return {
         "args": own,
         "queries_sha256": hashlib.sha256(

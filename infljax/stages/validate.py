@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -162,8 +161,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
             "differentiable at nu = 0); set it (e.g. 1e-12) and retrain, or set "
             "validation.metagradient_queries=0"
         )
-    record = {"validation": args.recorded(), "model": model_record}
-    record["scores"] = {m: _sha256(s) for m, s in scores.items()}
+    record = {"validation": args.recorded()}  # the model and scores: by their runs (inputs)
     inputs = {"model": model_dir(workdir, name), "corpus": corpus_dir(workdir)}
     inputs |= {m: _method_dir(workdir, name, m) for m in args.methods}
     if begin_stage(out, record, inputs=inputs, overwrite=config.overwrite):
@@ -225,10 +223,6 @@ def _read_args(directory: Path) -> dict:
     if "train" not in record:
         raise ValueError(f"validate: {directory} was not trained by the pretrain stage")
     return record
-
-
-def _sha256(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
 def _encode(workdir: Path, config: ConfigDict, records, max_length: int) -> QueryTokens:
