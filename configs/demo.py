@@ -188,7 +188,7 @@ def scores(smoke: bool) -> ConfigDict:
 def baselines() -> ConfigDict:
     """Baseline score matrices beside the influence scores (`infljax.stages.baselines`).
 
-    Not in `stages` by default: run ``experiments/run.py ... --stages=baselines`` after scores.
+    In the demo's stages (TF-IDF and random; configs/validate.py adds the gradient ones).
     "grad_dot" / "grad_cosine" rerun the scoring pass with strategy identity (as costly as the
     scores stage); "tfidf" and "random" take seconds.
     """

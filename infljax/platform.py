@@ -1,5 +1,6 @@
 """Process-level set-up shared by every launcher: logging, float64 where asked, quiet libraries,
-and joining a multi-process run (`infljax.multihost`; flags below, README "Multi-host runs")."""
+and joining a multi-process run (`infljax.multihost`; flags below; docs/scaling.md, "Multi-host
+runs")."""
 
 from __future__ import annotations
 

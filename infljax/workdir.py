@@ -14,12 +14,13 @@ class WorkdirError(ValueError):
 def local_workdir(workdir: str | Path) -> Path:
     """`workdir` as a path of the file system; a URL (gs://, s3://, ...) is refused with how to
     use a bucket: every stage reads and writes files (json, npy, parquet, orbax, html) through
-    the file system, so a bucket is mounted (README "Multi-host runs": Cloud Storage FUSE)."""
+    the file system, so a bucket is mounted (docs/scaling.md, "Multi-host runs": Cloud Storage
+    FUSE)."""
     text = str(workdir)
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text):
         raise WorkdirError(
             f"workdir {text!r} is a URL; infljax writes its workdir through the file system. "
-            "Mount the bucket (e.g. gcsfuse --implicit-dirs BUCKET /mnt/BUCKET, README "
+            "Mount the bucket (e.g. gcsfuse --implicit-dirs BUCKET /mnt/BUCKET, docs/scaling.md "
             '"Multi-host runs") and pass the mounted path'
         )
     path = Path(workdir)
@@ -88,7 +89,8 @@ def baselines_dir(workdir: Path, name: str, method: str = "") -> Path:
 
 
 def validate_dir(workdir: Path, name: str) -> Path:
-    """``validate/<model>/``: summary.json, figures and ``units/<hash>/`` retrainings."""
+    """``validate/<model>/``: summary.json, lds.png, the retrainings (``runs/``,
+    ``single_model/``: chunk_*.npy) and the training-aware scores (``methods/``)."""
     return Path(workdir) / "validate" / name
 
 

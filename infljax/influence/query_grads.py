@@ -313,7 +313,8 @@ def prepare_queries(
 def _factorise_on_devices(mesh: jax.sharding.Mesh) -> bool:
     """Whether the SVDs run inside the query step. Not on CPU devices of several processes:
     there, LAPACK calls inside a program with cross-process (gloo) collectives hung 2 runs in
-    10 (never in 12 with the SVD on the host); the cause is not known (README "Failures")."""
+    10 (never in 12 with the SVD on the host); the cause is not known (docs/scaling.md,
+    "Multi-host runs", Failures)."""
     return not (process_count() > 1 and mesh.devices.flat[0].platform == "cpu")
 
 
