@@ -118,7 +118,7 @@ def test_layer_groups_are_contiguous_balanced_and_bounded():
         layer_groups(("a", "b"), 3)
     with pytest.raises(ValueError, match="0 layer groups for 2 tracked layers"):
         layer_groups(("a", "b"), 0)
-    with pytest.raises(ValueError, match="FitPlan.layer_groups must be positive, got 0"):
+    with pytest.raises(ValueError, match="factors.layer_groups must be positive, got 0"):
         FitPlan(layer_groups=0)
 
 
