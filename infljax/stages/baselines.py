@@ -35,7 +35,7 @@ from ml_collections import ConfigDict
 
 from infljax.checkpoints import begin_stage, finish_stage
 from infljax.data.corpus import load_corpus
-from infljax.data.tokenization import load_tokenizer, read_tokenizer_info
+from infljax.data.tokenization import load_tokenizer
 from infljax.distributed import MeshArgs, make_mesh
 from infljax.influence import baselines, query_grads
 from infljax.influence.measurement import QueryText, read_query_records
@@ -45,12 +45,8 @@ from infljax.stages.scores import QUERY_GRADS_FILE, ModelInputs, ScoresArgs, sco
 from infljax.workdir import (
     baselines_dir,
     corpus_dir,
-    factors_dir,
-    model_dir,
-    queries_dir,
     queries_path,
     scores_dir,
-    tokenizer_info_path,
     tokenizer_path,
 )
 
@@ -122,17 +118,8 @@ def _scoring_baseline(config: ConfigDict, workdir: Path, name: str, corpus, meth
         rescore_top_k=0,
         per_token_top=0,
     )
-    records = read_query_records(queries_path(workdir), model=name)
     tokenizer = load_tokenizer(tokenizer_path(workdir))
-    inputs = ModelInputs(
-        model_dir(workdir, name),
-        factors_dir(workdir, name),
-        corpus,
-        tokenizer,
-        records,
-        read_from={"corpus": corpus_dir(workdir), "queries": queries_dir(workdir)},
-        info=read_tokenizer_info(tokenizer_info_path(workdir), tokenizer),
-    )
+    inputs = ModelInputs.of_workdir(workdir, name, corpus, tokenizer)
     mesh = make_mesh(MeshArgs(**config.mesh.to_dict()))
     score_model(name, inputs, args, mesh, baselines_dir(workdir, name, method), config.overwrite)
 

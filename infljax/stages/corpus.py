@@ -54,6 +54,7 @@ def _write_bad(out: Path, bad: list[BadRecord]) -> None:
 
 
 def _refuse_empty(source: Path, bad: list[BadRecord], out: Path, when: str) -> None:
+    _write_bad(out, bad)
     if bad:
         first = "; ".join(str(b) for b in bad[:SHOWN])
         detail = f"{len(bad)} bad records (all in {out / BAD_RECORDS_FILE}), first: {first}"
@@ -93,7 +94,6 @@ def run(config: ConfigDict, workdir: Path) -> None:
         return
     start = time.perf_counter()
     read = read_corpus(source, on_bad=config.corpus.on_bad)
-    _write_bad(out, read.bad)
     if read.bad:
         shown = [str(b) for b in read.bad[:SHOWN]]
         logging.warning(
@@ -111,7 +111,6 @@ def run(config: ConfigDict, workdir: Path) -> None:
     info = conventions(tokenizer, config.corpus)
     write_json(tokenizer_info_path(workdir), info.to_json())
     corpus, bad = tokenize_corpus(read.records, tokenizer, _tokenize_args(config), info)
-    _write_bad(out, read.bad + bad)
     if bad:
         logging.warning(
             "corpus: %d records empty after tokenisation (in %s)", len(bad), out / BAD_RECORDS_FILE
@@ -125,6 +124,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
             ", ".join(f"{d!r} ({n} tokens)" for d, n in corpus.truncated[:SHOWN]),
             " ..." if len(corpus.truncated) > SHOWN else "",
         )  # fmt: skip
+    _write_bad(out, read.bad + bad)
     save_corpus(out, corpus)
     stats = corpus_stats(corpus)
     stats.update(

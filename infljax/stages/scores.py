@@ -168,16 +168,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
     mesh_args = MeshArgs(**config.mesh.to_dict())
     mesh = make_mesh(mesh_args)
     for name in config.models:
-        records = read_query_records(queries_path(workdir), model=name)
-        inputs = ModelInputs(
-            model_dir(workdir, name),
-            factors_dir(workdir, name),
-            corpus,
-            tokenizer,
-            records,
-            read_from={"corpus": corpus_dir(workdir), "queries": queries_dir(workdir)},
-            info=read_tokenizer_info(tokenizer_info_path(workdir), tokenizer),
-        )
+        inputs = ModelInputs.of_workdir(workdir, name, corpus, tokenizer)
         out = scores_dir(workdir, name)
         score_model(name, inputs, args, mesh, out, config.overwrite, placement=mesh_args.params)
 
@@ -194,6 +185,19 @@ class ModelInputs:
     records: list[dict]
     read_from: dict[str, Path] = dataclasses.field(default_factory=dict)
     info: TokenizerInfo | None = None  # the corpus's (default: found in `tokenizer`)
+
+    @classmethod
+    def of_workdir(cls, workdir: Path, name: str, corpus, tokenizer: Tokenizer) -> ModelInputs:
+        """Model `name`'s inputs as the workdir holds them (DESIGN §4)."""
+        return cls(
+            model_dir(workdir, name),
+            factors_dir(workdir, name),
+            corpus,
+            tokenizer,
+            read_query_records(queries_path(workdir), model=name),
+            read_from={"corpus": corpus_dir(workdir), "queries": queries_dir(workdir)},
+            info=read_tokenizer_info(tokenizer_info_path(workdir), tokenizer),
+        )
 
     def inputs(self, strategy: str) -> dict[str, Path]:
         """Every input of a scoring with `strategy` (the factors unless "identity")."""
