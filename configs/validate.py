@@ -50,7 +50,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
 def validation(smoke: bool) -> ConfigDict:
     """`infljax.stages.validate.ValidateArgs`, sized for ~60 min on 2 CPU cores: 100 subsets x 2
     seeds = 200 retrainings of the small model (300 steps; 8 per call, split over one device
-    per core), EK-FAC at 3 checkpoints and over 3 seeds, metagradients of 8 queries."""
+    per core), EK-FAC at 3 checkpoints and over 3 seeds, metagradients of 8 queries, and the
+    single-model protocol: 16 subsets dropping 5% at weight reductions 0.01, 0.1 and 1 (48
+    retrainings; the linearity curve)."""
     return ConfigDict(
         {
             "model": "small",
@@ -66,7 +68,9 @@ def validation(smoke: bool) -> ConfigDict:
             "metagradient_chunk": 2 if smoke else 8,  # queries per backward pass
             "bootstrap": 50 if smoke else 1000,
             # the single-model protocol: retrained from the original seed alone, dropping 5%
-            "single_model_subsets": 3 if smoke else 50,
+            # of the documents, or lowering their weight by each scale (the linearity curve)
+            "single_model_subsets": 3 if smoke else 16,
             "single_model_fraction": 0.95,
+            "single_model_scales": (0.1, 1.0) if smoke else (0.01, 0.1, 1.0),
         }
     )

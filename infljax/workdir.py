@@ -89,8 +89,9 @@ def baselines_dir(workdir: Path, name: str, method: str = "") -> Path:
 
 
 def validate_dir(workdir: Path, name: str) -> Path:
-    """``validate/<model>/``: summary.json, lds.png, the retrainings (``runs/``,
-    ``single_model/``: chunk_*.npy) and the training-aware scores (``methods/``)."""
+    """``validate/<model>/``: summary.json, lds.png, linearity.png, the retrainings (``runs/``,
+    ``single_model/``, ``single_model_scale<t>/``: chunk_*.npy) and the training-aware scores
+    (``methods/``)."""
     return Path(workdir) / "validate" / name
 
 

@@ -431,6 +431,7 @@ def _validation(inputs: ReportInputs) -> str:
                 validation_figure_name(m, "lds.png"),
                 f"{m} LDS (diamonds: the single-model protocol)",
             )
+            + _linearity(inputs, m, v)
             + f"<p class='muted'>{r.get('count', '?')} retrainings in "
             f"{fmt(r.get('seconds'), '.0f')} s ({fmt(r.get('per_hour_batched'), '.0f')} per "
             f"hour batched, {r.get('models_per_call', '?')} models per call; the pretrain "
@@ -462,6 +463,28 @@ def _interval(entry: dict[str, Any] | None) -> str:
         return "n/a"
     low, high = fmt(entry.get("low"), ".2f"), fmt(entry.get("high"), ".2f")
     return f"{fmt(entry['mean'], '.3f')} [{low}, {high}]"
+
+
+def _linearity(inputs: ReportInputs, model: str, v: dict[str, Any]) -> str:
+    """The linearity curve: single-model LDS and slope at each weight reduction t."""
+    curves = {m: v["lds"][m].get("linearity", []) for m in v["methods"]}
+    scales = [p["scale"] for p in next(iter(curves.values()))]
+    if len(scales) < 2:
+        return ""
+    header = ["method", *(f"t = {t:g}: LDS / slope" for t in scales)]
+    rows = [
+        [html.escape(m)] + [f"{_interval(p['all'])} / {fmt(p.get('slope'), '.2f')}" for p in points]
+        for m, points in curves.items()
+    ]
+    return (
+        "<p class='muted'>Linearity: the single-model retrainings again with the dropped "
+        "documents' weight lowered by t instead of removed (t = 1). A derivative of the run "
+        "(the metagradient) is exact as t → 0; where its LDS falls with t, retraining stops "
+        "being a linear function of the data, and no linear datamodel can follow it. Slope: "
+        "median over queries of the measured change regressed on the predicted one.</p>"
+        + _table(header, rows)
+        + _img(inputs, validation_figure_name(model, "linearity.png"), f"{model} linearity")
+    )
 
 
 def _validation_reading(v: dict[str, Any]) -> str:

@@ -16,8 +16,9 @@ For one trained model (``config.validation.model``) the stage
 
 Files under ``validate/<model>/``: ``runs/chunk_<i>.npy`` (nats [K, Q] of one call's
 retrainings; the unit of resume, claimed with an OS file lock so that several processes
-running this stage share the work), ``methods/<name>.npy`` (the training-aware score
-matrices), ``summary.json``, ``lds.png``.
+running this stage share the work), ``single_model/`` and ``single_model_scale<t>/`` (the
+same for the single-model protocol at each weight reduction t), ``methods/<name>.npy`` (the
+training-aware score matrices), ``summary.json``, ``lds.png``, ``linearity.png``.
 """
 
 from __future__ import annotations
@@ -91,6 +92,10 @@ class ValidateArgs:
         the only change is the data), each keeping `single_model_fraction` of the training
         documents; LDS against those runs is what a derivative of the one run can reach
         (0 subsets: off).
+      single_model_scales: the dropped documents' loss weight is lowered by each scale t in
+        turn (1: removed, as above; t < 1: down-weighted to 1 - t), the same subsets each time:
+        LDS against t is the **linearity curve** (a derivative of the run, the metagradient,
+        is exact as t -> 0, so where its LDS falls with t the response stops being linear).
     """
 
     model: str = "small"
@@ -107,6 +112,7 @@ class ValidateArgs:
     bootstrap: int = 1000
     single_model_subsets: int = 50
     single_model_fraction: float = 0.95
+    single_model_scales: tuple[float, ...] = (1.0,)
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]
@@ -126,6 +132,14 @@ class ValidateArgs:
         for fraction in ("fraction", "single_model_fraction"):
             if not 0 < getattr(self, fraction) < 1:
                 raise ValueError(f"validation.{fraction} must be in (0, 1): {self}")
+        scales = self.single_model_scales
+        if self.single_model_subsets and (
+            not scales or any(not 0 < t <= 1 for t in scales) or len(set(scales)) < len(scales)
+        ):
+            raise ValueError(
+                "validation.single_model_scales must be distinct weight reductions in (0, 1] "
+                f"(1: remove the documents), got {scales}"
+            )
         for name in ("checkpoints", "ensemble", "metagradient_queries", "metagradient_chunk"):
             if getattr(self, name) < 0:
                 raise ValueError(f"validation.{name} must be >= 0, got {getattr(self, name)}")
@@ -133,7 +147,8 @@ class ValidateArgs:
     @classmethod
     def from_config(cls, section: ConfigDict) -> ValidateArgs:
         raw = section.to_dict()
-        return cls(**{k: tuple(v) if k == "methods" else v for k, v in raw.items()})
+        tuples = {"methods": str, "single_model_scales": float}
+        return cls(**{k: tuple(map(tuples[k], v)) if k in tuples else v for k, v in raw.items()})
 
     def recorded(self) -> dict:
         """The arguments the results depend on (not how the retrainings are grouped)."""
@@ -175,9 +190,10 @@ def run(config: ConfigDict, workdir: Path) -> None:
     )
     started = time.perf_counter()
     measured = work.retrain_subsets(out, "runs", work.masks, args.seeds)
-    single = None
-    if args.single_model_subsets:
-        single = work.retrain_subsets(out, "single_model", work.single_masks, 1)
+    single = {  # scale -> [Q, M, 1]
+        t: work.retrain_subsets(out, _single_folder(t), work.single_masks, 1, t)
+        for t in (args.single_model_scales if args.single_model_subsets else ())
+    }
     retrain_seconds = time.perf_counter() - started
     scores |= work.training_aware(out, _influence_args(config), mesh)
     summary = _summarize(args, records, scores, work, measured, single)
@@ -288,16 +304,19 @@ class _Work:
             cfg, train_args, np.asarray(corpus.tokens), corpus.lengths, devices=jax.local_devices()
         )
 
-    def weights(self, mask: np.ndarray) -> np.ndarray:
-        """Loss weights of a retraining on the training rows `mask` keeps."""
+    def weights(self, mask: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        """Loss weights of a retraining on the training rows `mask` keeps (the others' weight
+        lowered by `scale`: 1 removes them)."""
         w = np.ones(self.corpus.num_documents, np.float32)
-        w[self.train_rows[~mask]] = 0.0
+        w[self.train_rows[~mask]] = 1.0 - scale
         return w
 
-    def retrain_subsets(self, out: Path, folder: str, masks: np.ndarray, seeds: int) -> np.ndarray:
-        """[Q, M, S] every query's NLL after retraining on each of the M subsets `masks` from
-        each of `seeds` seeds (chunks cached in `out/folder`; runs the chunks nobody holds,
-        then waits for the others')."""
+    def retrain_subsets(
+        self, out: Path, folder: str, masks: np.ndarray, seeds: int, scale: float = 1.0
+    ) -> np.ndarray:
+        """[Q, M, S] every query's NLL after retraining on each of the M subsets `masks` (the
+        other documents' weight lowered by `scale`) from each of `seeds` seeds (chunks cached
+        in `out/folder`; runs the chunks nobody holds, then waits for the others')."""
         runs = [(m, s) for m in range(len(masks)) for s in range(seeds)]  # seeds innermost
         k = self.args.models_per_call
         chunks = [runs[i : i + k] for i in range(0, len(runs), k)]
@@ -312,21 +331,21 @@ class _Work:
         for path, chunk in zip(paths, chunks, strict=True):
             with _claim(path, block=False) as claimed:
                 if claimed:
-                    self._run_chunk(path, chunk, masks, bar)
+                    self._run_chunk(path, chunk, masks, scale, bar)
                 else:
                     waiting.append((path, chunk))
         for path, chunk in waiting:  # held by another process: wait for it
             with _claim(path, block=True):
-                self._run_chunk(path, chunk, masks, bar)
+                self._run_chunk(path, chunk, masks, scale, bar)
         bar.close()
         nats = np.concatenate([np.load(p) for p in paths])
         return nats.reshape(len(masks), seeds, -1).transpose(2, 0, 1)
 
-    def _run_chunk(self, path: Path, chunk, masks: np.ndarray, bar) -> None:
+    def _run_chunk(self, path: Path, chunk, masks: np.ndarray, scale: float, bar) -> None:
         if path.is_file():
             bar.update(len(chunk) * self.train_args.steps)
             return
-        weights = np.stack([self.weights(masks[m]) for m, _ in chunk])
+        weights = np.stack([self.weights(masks[m], scale) for m, _ in chunk])
         seeds = [self.train_args.seed + s for _, s in chunk]
         params, _ = self.retrainer(weights, seeds, lambda n: bar.update(n * len(chunk)))
         tmp = path.with_name(path.name + ".tmp.npy")
@@ -416,7 +435,9 @@ def _claim(path: Path, block: bool) -> Iterator[bool]:
 
 def _summarize(args: ValidateArgs, records, scores: dict, work: _Work, measured, single) -> dict:
     """summary.json: per method, LDS by query kind with bootstrap intervals; the ceiling; the
-    single-model protocol's LDS (`single`: [Q, M, 1] NLLs, or None)."""
+    single-model protocol's LDS at each weight reduction (`single`: {scale: [Q, M, 1] NLLs};
+    "single_model" is its largest scale, "linearity" every scale with the median slope of the
+    measured change on the predicted one: 1 where a method gets the size of the effect right)."""
     kinds = np.asarray([_kind(r) for r in records])
     groups = {"all": np.arange(len(kinds))} | {k: np.flatnonzero(kinds == k) for k in set(kinds)}
     interval = lambda p, m, rows: dataclasses.asdict(  # noqa: E731
@@ -450,15 +471,27 @@ def _summarize(args: ValidateArgs, records, scores: dict, work: _Work, measured,
         )
         if "metagradient" in scores:
             entry["on_metagradient_queries"] = interval(predicted, measured, meta_rows)
-        if single is not None:
+        if single:
             alone = lds.subset_predictions(
                 np.nan_to_num(scores[method][:, work.train_rows]), work.single_masks
             )
+            entry["linearity"] = []
+            for t, nats in single.items():  # a weight lowered by t: t times the effect
+                rows = groups["all"][defined]
+                entry["linearity"].append(
+                    {
+                        "scale": t,
+                        "all": interval(alone, nats, rows),
+                        "slope": _median(lds.slopes(t * alone, nats[:, :, 0])[rows]),
+                    }
+                )
+            largest = max(single)
             entry["single_model"] = {
-                k: interval(alone, single, rows[defined[rows]]) for k, rows in groups.items()
+                k: interval(alone, single[largest], rows[defined[rows]])
+                for k, rows in groups.items()
             }
             entry["single_model"]["per_query"] = _floats(
-                np.where(defined, lds.seed_mean_lds(alone, single), np.nan)
+                np.where(defined, lds.seed_mean_lds(alone, single[largest]), np.nan)
             )
         out["lds"][method] = entry
     if args.seeds > 1:
@@ -474,17 +507,28 @@ def _summarize(args: ValidateArgs, records, scores: dict, work: _Work, measured,
 
 def _throughput(work: _Work, seconds: float, original: Path) -> dict:
     """Retrainings per hour, batched (this stage) and sequential (the pretrain stage's loop)."""
-    count = work.args.num_subsets * work.args.seeds
+    a = work.args
+    count = a.num_subsets * a.seeds + a.single_model_subsets * len(a.single_model_scales)
     metrics = original / "metrics.json"
     sequential = json.loads(metrics.read_text()).get("seconds") if metrics.is_file() else None
     return {
-        "count": count + work.args.single_model_subsets,
+        "count": count,
         "seconds": round(seconds, 1),
         "per_hour_batched": round(3600 * count / max(seconds, 1e-9), 1),
         "per_hour_sequential": round(3600 / sequential, 1) if sequential else None,
         "models_per_call": work.args.models_per_call,
         "devices": len(work.retrainer.devices),
     }
+
+
+def _single_folder(scale: float) -> str:
+    """The chunks of the single-model retrainings at one weight reduction (1: `single_model`)."""
+    return "single_model" if scale == 1 else f"single_model_scale{scale:g}"
+
+
+def _median(values: np.ndarray) -> float | None:
+    finite = values[np.isfinite(values)]
+    return round(float(np.median(finite)), 6) if len(finite) else None
 
 
 def _floats(values: np.ndarray) -> list[float | None]:

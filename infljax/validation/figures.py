@@ -1,8 +1,14 @@
-"""The validation figure (``validate/<model>/summary.json`` -> ``lds.png``).
+"""The validation figures (``validate/<model>/summary.json`` -> ``lds.png``, ``linearity.png``).
 
-One group per method, one bar per query kind (factual, reasoning, control): the mean LDS over
-the kind's queries with its bootstrap 95% interval, each query as a dot, and the ceiling (how
-well half of the seeds predicts the other half) as a dashed line per kind.
+``lds.png``: one group per method, one bar per query kind (factual, reasoning, control): the
+mean LDS over the kind's queries with its bootstrap 95% interval, each query as a dot, and the
+ceiling (how well half of the seeds predicts the other half) as a dashed line per kind.
+
+``linearity.png`` (when the single-model protocol ran at several weight reductions): per
+method, the single-model LDS against the scale t by which the dropped documents' weight was
+lowered (log axis, 95% band), and the median slope of the measured change on the predicted
+one (1: the method gets the size of the effect right; not drawn for TF-IDF and random, whose
+scores are not effects in nats).
 """
 
 from __future__ import annotations
@@ -13,17 +19,53 @@ from matplotlib.figure import Figure
 from infljax.analysis.figures import to_png
 
 KINDS = ("factual", "reasoning", "control")
+UNITLESS = ("tfidf", "random")  # scores that are not effects in nats: no slope to read
 KIND_COLOURS = {"factual": "#1f77b4", "reasoning": "#d62728", "control": "#7f7f7f"}
 
 
 def validation_figures(summary: dict) -> dict[str, bytes]:
-    """File name -> PNG: ``lds.png``."""
+    """File name -> PNG: ``lds.png`` and, with several single-model scales, ``linearity.png``."""
     args = summary["args"]
     title = (
         f"{summary['model']}: LDS over {args['num_subsets']} random {args['fraction']:.0%} "
         f"subsets x {args['seeds']} seeds (95% bootstrap intervals)"
     )
-    return {"lds.png": _bars(summary, title)}
+    figures = {"lds.png": _bars(summary, title)}
+    if len(summary["lds"][summary["methods"][0]].get("linearity", [])) > 1:
+        figures["linearity.png"] = _linearity(summary)
+    return figures
+
+
+def _linearity(summary: dict) -> bytes:
+    args = summary["args"]
+    fig = Figure(layout="constrained", figsize=(9.0, 3.8))
+    lds_ax, slope_ax = fig.subplots(1, 2)
+    for method in summary["methods"]:
+        points = summary["lds"][method].get("linearity", [])
+        t = np.array([p["scale"] for p in points])
+        mean = np.array([_num(p["all"]["mean"]) for p in points])
+        (line,) = lds_ax.plot(t, mean, marker="o", label=method)
+        low = np.array([_num(p["all"]["low"]) for p in points])
+        high = np.array([_num(p["all"]["high"]) for p in points])
+        lds_ax.fill_between(t, low, high, color=line.get_color(), alpha=0.15)
+        if method not in UNITLESS:
+            slopes = [_num(p["slope"]) for p in points]
+            slope_ax.plot(t, slopes, marker="o", color=line.get_color())
+    for ax in (lds_ax, slope_ax):
+        ax.set_xscale("log")
+        ax.set_xlabel("weight reduction t of the dropped documents (1: removed)")
+    lds_ax.axhline(0, color="#444", lw=0.8)
+    lds_ax.set_ylabel("single-model LDS (95% interval)")
+    lds_ax.legend(frameon=False, fontsize=8)
+    slope_ax.axhline(1, color="#444", lw=0.8, ls="--")
+    slope_ax.set_yscale("symlog", linthresh=1e-3)
+    slope_ax.set_ylabel("median slope: measured / predicted change")
+    fig.suptitle(
+        f"{summary['model']}: linearity, {args['single_model_subsets']} subsets dropping "
+        f"{1 - args['single_model_fraction']:.0%} of the documents, original seed",
+        fontsize=10,
+    )
+    return to_png(fig)
 
 
 def _bars(summary: dict, title: str) -> bytes:

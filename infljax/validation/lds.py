@@ -69,6 +69,20 @@ def lds(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
         return np.where(denom > 0, (rank_p * rank_a).sum(axis=1) / denom, np.nan)
 
 
+def slopes(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """predicted, actual [Q, M] (nats) -> per-query least-squares slope [Q] of the actual on the
+    predicted across the M subsets (with an intercept): 1 where the predictions have the right
+    size, whatever their offset; NaN for constant predictions."""
+    predicted, actual = np.asarray(predicted, np.float64), np.asarray(actual, np.float64)
+    if predicted.shape != actual.shape or predicted.ndim != 2:
+        raise ValueError(f"need [Q, M] predicted and actual; got {predicted.shape}, {actual.shape}")
+    p = predicted - predicted.mean(axis=1, keepdims=True)
+    a = actual - actual.mean(axis=1, keepdims=True)
+    var = (p**2).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(var > 0, (p * a).sum(axis=1) / var, np.nan)
+
+
 @dataclasses.dataclass(frozen=True)
 class Summary:
     """Mean ± standard error of per-query values over the `count` finite ones."""

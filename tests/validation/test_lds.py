@@ -10,6 +10,7 @@ from infljax.validation.lds import (
     lds,
     sample_subsets,
     seed_mean_lds,
+    slopes,
     split_half,
     subset_predictions,
     summarize,
@@ -138,3 +139,11 @@ def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_subsets():
     many = bootstrap_lds(subset_predictions(scores, masks), measured, samples=300)
     assert many.high - many.low < few.high - few.low
     assert only.count == 2
+
+
+def test_slopes_recover_the_scale_of_a_linear_response_whatever_its_offset():
+    rng = np.random.default_rng(0)
+    predicted = rng.normal(size=(3, 20))
+    actual = np.array([[0.5], [1.0], [-2.0]]) * predicted + np.array([[3.0], [-1.0], [0.0]])
+    np.testing.assert_allclose(slopes(predicted, actual), [0.5, 1.0, -2.0], rtol=EXACT)
+    assert np.isnan(slopes(np.ones((1, 5)), rng.normal(size=(1, 5)))[0])

@@ -39,6 +39,8 @@ def test_bad_arguments_are_refused_with_the_valid_choices():
         validate.ValidateArgs(num_subsets=2)
     with pytest.raises(ValueError, match="ensemble must be >= 0"):
         validate.ValidateArgs(ensemble=-1)
+    with pytest.raises(ValueError, match=r"single_model_scales must be .* in \(0, 1\]"):
+        validate.ValidateArgs(single_model_scales=(0.1, 1.5))
 
 
 def test_grouping_of_retrainings_is_not_part_of_the_record():
@@ -102,7 +104,11 @@ def test_smoke_lds_is_recomputed_from_the_stored_retrainings(smoke):
     ]
     assert len(seed0) == 2 and "ceiling" in summary
     single = args["single_model_subsets"]
-    assert summary["retraining"]["count"] == args["num_subsets"] * args["seeds"] + single
+    scales = args["single_model_scales"]
+    assert len(scales) > 1 and max(scales) == 1.0  # the smoke run draws the linearity curve
+    assert summary["retraining"]["count"] == (
+        args["num_subsets"] * args["seeds"] + single * len(scales)
+    )
     # the single-model protocol: retrained from the original seed alone
     single_masks = lds.sample_subsets(
         len(train_rows), single, args["single_model_fraction"], args["seed"] + 1
@@ -114,6 +120,19 @@ def test_smoke_lds_is_recomputed_from_the_stored_retrainings(smoke):
         got = summary["lds"][method]["single_model"]["per_query"]
         got = np.array([np.nan if v is None else v for v in got])
         np.testing.assert_allclose(got, expected, atol=1e-6)
+        # the linearity curve: the same subsets with the dropped weights lowered by t
+        for point, t in zip(summary["lds"][method]["linearity"], scales, strict=True):
+            folder = "single_model" if t == 1 else f"single_model_scale{t:g}"
+            chunks = sorted((out / folder).glob("chunk_*.npy"))
+            scaled = np.concatenate([np.load(c) for c in chunks]).T  # [Q, M]
+            defined = np.isfinite(_scores(smoke, method)[:, 0])
+            slope = np.median(lds.slopes(t * predicted, scaled)[defined])
+            assert point["scale"] == t and point["slope"] == pytest.approx(slope, abs=1e-6)
+            if t == 1:
+                np.testing.assert_array_equal(scaled, alone.T)
+            else:  # a lowered weight is not a removal
+                assert not np.allclose(scaled, alone.T)
+    assert (out / "linearity.png").is_file()
     page = (smoke / "report" / "index.html").read_text()
     assert "Validation: do the scores predict retraining?" in page and "ceiling" in page
     assert page.count("validate_small_") == 0  # figures inlined
