@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import resource
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -86,10 +87,19 @@ class Measurement:
     tokens_per_step: int
     compiled_bytes: int | None
     planned_bytes: int | None = None  # `infljax.planning.estimate` of the same step
+    compile_seconds: float | None = None  # tracing, lowering and XLA compilation of the step
 
     @property
     def tokens_per_second(self) -> float:
         return self.tokens_per_step / self.seconds_per_step
+
+
+def _compile(lower: Callable[[], jax.stages.Lowered]) -> tuple[jax.stages.Compiled, float]:
+    """The compiled step of `lower()` and the seconds its tracing, lowering and compiling took
+    (the persistent compilation cache is off in this process, so nothing is read back)."""
+    t0 = time.perf_counter()
+    compiled = lower().compile()
+    return compiled, time.perf_counter() - t0
 
 
 def _time(step, carry, repeats: int) -> tuple[float, object]:
@@ -151,11 +161,14 @@ class _FitSteps:
         """The measurement and the sums (their eigenbases feed the lambda step)."""
         seed, rb, params = jnp.asarray(0, jnp.uint32), self.row_batch, self.params
         sums = self._zeros(zero_covariance)
-        step = passes.covariance_step.lower(params, sums, seed, rb, **self.static).compile()
+        step, compiling = _compile(
+            lambda: passes.covariance_step.lower(params, sums, seed, rb, **self.static)
+        )
         seconds, sums = _time(lambda s: step(params, s, seed, rb)[0], sums, self.repeats)
         n = int(rb.batch.inputs.size)
         planned = _planned("covariance", self.model, self.layers, self.mesh, rb.batch)
-        return Measurement("covariance", seconds, n, compiled_bytes(step), planned), sums
+        cost = Measurement("covariance", seconds, n, compiled_bytes(step), planned, compiling)
+        return cost, sums
 
     def lambdas(self, covariance_sums: dict) -> Measurement:
         seed, rb, params = jnp.asarray(0, jnp.uint32), self.row_batch, self.params
@@ -163,14 +176,16 @@ class _FitSteps:
         counts = Counts(n, int(rb.rows.size))
         bases = eigendecompose(Statistics(jax.device_get(covariance_sums), counts))
         bases, sums = replicate(bases, self.mesh), self._zeros(zero_lambdas)
-        step = passes.lambda_step.lower(
-            params, bases, sums, seed, rb, chunk=self.chunk, **self.static
-        ).compile()
+        step, compiling = _compile(
+            lambda: passes.lambda_step.lower(
+                params, bases, sums, seed, rb, chunk=self.chunk, **self.static
+            )
+        )
         seconds, _ = _time(lambda s: step(params, bases, s, seed, rb)[0], sums, self.repeats)
         planned = _planned(
             "lambdas", self.model, self.layers, self.mesh, rb.batch, lambda_chunk=self.chunk
         )
-        return Measurement("lambdas", seconds, n, compiled_bytes(step), planned)
+        return Measurement("lambdas", seconds, n, compiled_bytes(step), planned, compiling)
 
 
 def _scoring(model, layers, graphdef, params, batch: Batch, mesh, repeats: int) -> Measurement:
@@ -190,8 +205,8 @@ def _scoring(model, layers, graphdef, params, batch: Batch, mesh, repeats: int) 
     score_args = ScoreArgs(batch_size=b, contraction=_CONTRACTION.value)
     plan, choices = make_plan(queries, score_args, t)
     plan = replicate(plan, mesh)
-    compiled = make_score_fn(graphdef, tuple(layers), mesh).lower(params, batch, plan, None)
-    compiled = compiled.compile()
+    score_fn = make_score_fn(graphdef, tuple(layers), mesh)
+    compiled, compiling = _compile(lambda: score_fn.lower(params, batch, plan, None))
     seconds, _ = _time(lambda _: compiled(params, batch, plan, None), None, repeats)
     label = f"scores Q={q} r={r} ({'+'.join(sorted(set(choices.values())))})"
     planned = _planned(
@@ -205,7 +220,7 @@ def _scoring(model, layers, graphdef, params, batch: Batch, mesh, repeats: int) 
         rank=r,
         contraction=score_args.contraction,
     )
-    return Measurement(label, seconds, b * t, compiled_bytes(compiled), planned)
+    return Measurement(label, seconds, b * t, compiled_bytes(compiled), planned, compiling)
 
 
 def _planned(stage, model, layers, mesh, batch: Batch, choices=None, **work) -> int:
@@ -220,21 +235,30 @@ def _forward_backward(graphdef, params, batch: Batch, repeats: int, n_tokens: in
     def grads(params, batch):
         return jax.grad(lambda p: summed_nll(nnx.merge(graphdef, p)(batch.inputs), batch))(params)
 
-    compiled = jax.jit(grads).lower(params, batch).compile()
+    compiled, compiling = _compile(lambda: jax.jit(grads).lower(params, batch))
     seconds, _ = _time(lambda _: compiled(params, batch), None, repeats)
-    return Measurement("forward+backward", seconds, n_tokens, compiled_bytes(compiled))
+    return Measurement(
+        "forward+backward", seconds, n_tokens, compiled_bytes(compiled), None, compiling
+    )
 
 
 def _print_table(title: str, measurements: list[Measurement]) -> None:
     base = measurements[0].tokens_per_second
     print(f"\n{title}")
-    print(f"  {'stage':<32}{'tokens/s':>12}{'ratio':>8}{'compiled MiB':>15}{'planned MiB':>14}")
+    print(
+        f"  {'stage':<32}{'tokens/s':>12}{'ratio':>8}{'compiled MiB':>15}{'planned MiB':>14}"
+        f"{'compile s':>11}"
+    )
     for m in measurements:
         mib = [
             "n/a" if n is None else f"{n / 2**20:.1f}" for n in (m.compiled_bytes, m.planned_bytes)
         ]
         ratio = m.tokens_per_second / base
-        print(f"  {m.name:<32}{m.tokens_per_second:>12.0f}{ratio:>8.2f}{mib[0]:>15}{mib[1]:>14}")
+        compiling = "n/a" if m.compile_seconds is None else f"{m.compile_seconds:.1f}"
+        print(
+            f"  {m.name:<32}{m.tokens_per_second:>12.0f}{ratio:>8.2f}{mib[0]:>15}{mib[1]:>14}"
+            f"{compiling:>11}"
+        )
 
 
 def _print_peaks() -> None:
