@@ -473,7 +473,7 @@ def _linearity(inputs: ReportInputs, model: str, v: dict[str, Any]) -> str:
         return ""
     header = ["method", *(f"t = {t:g}: LDS / slope" for t in scales)]
     rows = [
-        [html.escape(m)] + [f"{_interval(p['all'])} / {fmt(p.get('slope'), '.2f')}" for p in points]
+        [html.escape(m)] + [f"{_interval(p['all'])} / {fmt(p.get('slope'), '.2g')}" for p in points]
         for m, points in curves.items()
     ]
     return (
@@ -481,7 +481,8 @@ def _linearity(inputs: ReportInputs, model: str, v: dict[str, Any]) -> str:
         "documents' weight lowered by t instead of removed (t = 1). A derivative of the run "
         "(the metagradient) is exact as t → 0; where its LDS falls with t, retraining stops "
         "being a linear function of the data, and no linear datamodel can follow it. Slope: "
-        "median over queries of the measured change regressed on the predicted one.</p>"
+        "median over queries of the measured change regressed on the predicted one (n/a for "
+        "TF-IDF and random, whose scores are not effects in nats).</p>"
         + _table(header, rows)
         + _img(inputs, validation_figure_name(model, "linearity.png"), f"{model} linearity")
     )

@@ -65,6 +65,7 @@ from infljax.workdir import (
 
 METHODS = ("ekfac", "kfac", "grad_dot", "grad_cosine", "tfidf", "random")
 TRAINING_AWARE = ("ekfac_checkpoints", "ekfac_ensemble", "metagradient")
+UNITLESS = ("tfidf", "random")  # scores that are not effects in nats: no slope to read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -482,7 +483,9 @@ def _summarize(args: ValidateArgs, records, scores: dict, work: _Work, measured,
                     {
                         "scale": t,
                         "all": interval(alone, nats, rows),
-                        "slope": _median(lds.slopes(t * alone, nats[:, :, 0])[rows]),
+                        "slope": None
+                        if method in UNITLESS
+                        else _median(lds.slopes(t * alone, nats[:, :, 0])[rows]),
                     }
                 )
             largest = max(single)

@@ -19,7 +19,6 @@ from matplotlib.figure import Figure
 from infljax.analysis.figures import to_png
 
 KINDS = ("factual", "reasoning", "control")
-UNITLESS = ("tfidf", "random")  # scores that are not effects in nats: no slope to read
 KIND_COLOURS = {"factual": "#1f77b4", "reasoning": "#d62728", "control": "#7f7f7f"}
 
 
@@ -48,9 +47,8 @@ def _linearity(summary: dict) -> bytes:
         low = np.array([_num(p["all"]["low"]) for p in points])
         high = np.array([_num(p["all"]["high"]) for p in points])
         lds_ax.fill_between(t, low, high, color=line.get_color(), alpha=0.15)
-        if method not in UNITLESS:
-            slopes = [_num(p["slope"]) for p in points]
-            slope_ax.plot(t, slopes, marker="o", color=line.get_color())
+        slopes = [_num(p["slope"]) for p in points]  # None for scores that are not in nats
+        slope_ax.plot(t, slopes, marker="o", color=line.get_color())
     for ax in (lds_ax, slope_ax):
         ax.set_xscale("log")
         ax.set_xlabel("weight reduction t of the dropped documents (1: removed)")
