@@ -476,9 +476,8 @@ def _summarize(args: ValidateArgs, records, scores: dict, work: _Work, measured,
             alone = lds.subset_predictions(
                 np.nan_to_num(scores[method][:, work.train_rows]), work.single_masks
             )
-            entry["linearity"] = []
+            entry["linearity"], rows = [], groups["all"][defined]
             for t, nats in single.items():  # a weight lowered by t: t times the effect
-                rows = groups["all"][defined]
                 entry["linearity"].append(
                     {
                         "scale": t,
@@ -530,8 +529,9 @@ def _single_folder(scale: float) -> str:
 
 
 def _median(values: np.ndarray) -> float | None:
+    """The median of the finite `values` as `_floats` stores numbers (None: none finite)."""
     finite = values[np.isfinite(values)]
-    return round(float(np.median(finite)), 6) if len(finite) else None
+    return _floats(np.median(finite, keepdims=True))[0] if len(finite) else None
 
 
 def _floats(values: np.ndarray) -> list[float | None]:

@@ -122,8 +122,7 @@ def test_smoke_lds_is_recomputed_from_the_stored_retrainings(smoke):
         np.testing.assert_allclose(got, expected, atol=1e-6)
         # the linearity curve: the same subsets with the dropped weights lowered by t
         for point, t in zip(summary["lds"][method]["linearity"], scales, strict=True):
-            folder = "single_model" if t == 1 else f"single_model_scale{t:g}"
-            chunks = sorted((out / folder).glob("chunk_*.npy"))
+            chunks = sorted((out / validate._single_folder(t)).glob("chunk_*.npy"))
             scaled = np.concatenate([np.load(c) for c in chunks]).T  # [Q, M]
             defined = np.isfinite(_scores(smoke, method)[:, 0])
             slope = np.median(lds.slopes(t * predicted, scaled)[defined])
