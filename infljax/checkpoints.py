@@ -26,8 +26,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from infljax.multihost import on_main, process_count
-
-ARGS_FILE = "args.json"
+from infljax.workdir import ARGS_FILE, StageRecord
 
 
 class StageConflict(RuntimeError):
@@ -151,10 +150,9 @@ def fingerprint(path: str | Path) -> dict | None:
     files; None when it does not exist."""
     path = Path(path)
     for stage_dir in (path, path.parent):
-        record = stage_dir / ARGS_FILE
-        if record.is_file():
-            saved = json.loads(record.read_text())
-            return {"run": saved.get("run")}
+        record = StageRecord.read(stage_dir)
+        if record is not None:
+            return {"run": record.run}
     if path.is_file():
         stat = path.stat()
         return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
@@ -187,8 +185,8 @@ def is_complete(directory: str | Path) -> bool:
 
 
 def _is_complete(directory: Path) -> bool:
-    record = directory / ARGS_FILE
-    return record.exists() and bool(json.loads(record.read_text()).get("complete"))
+    record = StageRecord.read(directory)
+    return record is not None and record.complete
 
 
 def _write_record(directory: Path, record: dict) -> None:

@@ -2,9 +2,44 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 from pathlib import Path
+
+ARGS_FILE = "args.json"  # every stage directory's record (`StageRecord`)
+
+
+@dataclasses.dataclass(frozen=True)
+class StageRecord:
+    """A stage directory's ``args.json``: the arguments the stage ran with, the fingerprints of
+    its inputs, whether it finished and the id of the run that finished it."""
+
+    args: dict
+    inputs: dict
+    complete: bool = False
+    run: str | None = None
+
+    @classmethod
+    def read(cls, directory: str | Path) -> StageRecord | None:
+        """The record of the stage in `directory`; None when it holds none."""
+        path = Path(directory) / ARGS_FILE
+        if not path.is_file():
+            return None
+        saved = json.loads(path.read_text())
+        return cls(
+            args=saved.get("args", {}),
+            inputs=saved.get("inputs", {}),
+            complete=bool(saved.get("complete")),
+            run=saved.get("run"),
+        )
+
+
+def recorded_args(directory: str | Path) -> dict | None:
+    """The arguments the stage in `directory` ran with; None when it holds no record."""
+    record = StageRecord.read(directory)
+    return None if record is None else record.args
 
 
 class WorkdirError(ValueError):
@@ -79,6 +114,79 @@ def queries_path(workdir: Path) -> Path:
 
 def scores_dir(workdir: Path, name: str) -> Path:
     return Path(workdir) / "scores" / name
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreFiles:
+    """The files of one method's score directory (``scores/<model>/``, written by the scores
+    stage, or ``baselines/<model>/<method>/``, laid out alike; DESIGN §4). Every module names
+    these files through it."""
+
+    directory: Path
+
+    @property
+    def scores(self) -> Path:
+        """float32 [Q, N]: effects on each query's log-probability (DESIGN §2)."""
+        return self.directory / "scores.npy"
+
+    @property
+    def query_nats(self) -> Path:
+        """[Q]: each query's completion NLL under the scored model."""
+        return self.directory / "query_nats.npy"
+
+    @property
+    def doc_grad_norms(self) -> Path:
+        """[N]: each document's training-gradient norm (ones for the normalised baselines)."""
+        return self.directory / "doc_grad_norms.npy"
+
+    @property
+    def queries(self) -> Path:
+        """The JSONL of the query rows, in the order of the matrices' rows."""
+        return self.directory / "queries.jsonl"
+
+    @property
+    def query_grads(self) -> Path:
+        """The queries' preconditioned (low-rank) gradients (`influence.query_grads`, npz)."""
+        return self.directory / "query_grads.npz"
+
+    @property
+    def per_layer(self) -> Path:
+        """Optional float32 [L, Q, N]: the scores per tracked layer (they sum to `scores`)."""
+        return self.directory / "per_layer.npy"
+
+    @property
+    def per_token(self) -> Path:
+        """Optional: per-token scores of each query's top documents (JSON list)."""
+        return self.directory / "per_token.json"
+
+    @property
+    def self_influence(self) -> Path:
+        """Optional [N]: each document's score against itself."""
+        return self.directory / "self_influence.npy"
+
+    @property
+    def scored(self) -> Path:
+        """Optional bool [Q, N], with a prefilter only: the entries that were scored."""
+        return self.directory / "scored.npy"
+
+    @property
+    def top_k(self) -> Path:
+        """Optional: each query's top-k documents re-scored at full rank (npz)."""
+        return self.directory / "top_k.npz"
+
+    def missing(self) -> list[str]:
+        """The names of the required files (scores, query_nats, doc_grad_norms) not there."""
+        required = (self.scores, self.query_nats, self.doc_grad_norms)
+        return [p.name for p in required if not p.is_file()]
+
+    def method(self) -> str | None:
+        """The method that wrote the directory: the scores stage's strategy (ekfac, kfac,
+        identity, ...) or the baseline's name; None without a record."""
+        args = recorded_args(self.directory)
+        if args is None:
+            return None
+        method = args.get("method") or (args.get("args") or {}).get("strategy")
+        return None if method is None else str(method)
 
 
 def baselines_dir(workdir: Path, name: str, method: str = "") -> Path:

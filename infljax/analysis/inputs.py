@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from infljax.data.readers import Record
+from infljax.workdir import ScoreFiles
 
 QUERY_FIELDS = ("id", "family", "prompt", "completion", "answer", "steps", "control")
 GROUND_TRUTH_FIELDS = ("states", "answers", "works", "procedure")
@@ -260,25 +261,22 @@ def _with_world_truth(
 
 def read_model_scores(scores_dir: str | Path, name: str, queries_jsonl: str | Path) -> ModelScores:
     """Model `name`'s matrices in `scores_dir` (``scores/<name>/``) with the queries of its rows."""
-    d = Path(scores_dir)
-    missing = [
-        f for f in ("scores.npy", "query_nats.npy", "doc_grad_norms.npy") if not (d / f).is_file()
-    ]
-    if missing:
-        raise AnalysisInputError(f"{d} lacks {missing}; run the scores stage for model {name!r}")
-    own = d / "queries.jsonl"
+    files = ScoreFiles(Path(scores_dir))
+    if missing := files.missing():
+        raise AnalysisInputError(
+            f"{files.directory} lacks {missing}; run the scores stage for model {name!r}"
+        )
+    own = files.queries
     queries = read_queries(own if own.is_file() else queries_jsonl, model=name)
-    per_layer = (
-        np.load(d / "per_layer.npy", mmap_mode="r") if (d / "per_layer.npy").is_file() else None
-    )
+    per_layer = np.load(files.per_layer, mmap_mode="r") if files.per_layer.is_file() else None
     per_token = ()
-    if (d / "per_token.json").is_file():
-        per_token = tuple(json.loads((d / "per_token.json").read_text(encoding="utf-8")))
+    if files.per_token.is_file():
+        per_token = tuple(json.loads(files.per_token.read_text(encoding="utf-8")))
     return ModelScores(
         name=name,
-        scores=np.load(d / "scores.npy", mmap_mode="r"),
-        query_nats=np.load(d / "query_nats.npy"),
-        doc_grad_norms=np.load(d / "doc_grad_norms.npy"),
+        scores=np.load(files.scores, mmap_mode="r"),
+        query_nats=np.load(files.query_nats),
+        doc_grad_norms=np.load(files.doc_grad_norms),
         queries=tuple(queries),
         per_layer=per_layer,
         per_token=per_token,

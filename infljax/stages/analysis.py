@@ -26,6 +26,7 @@ from infljax.analysis.summary import baseline_summary, overlap_summary, study_su
 from infljax.checkpoints import begin_stage, finish_stage
 from infljax.pipeline import stage, write_json
 from infljax.workdir import (
+    ScoreFiles,
     analysis_dir,
     baselines_dir,
     corpus_dir,
@@ -95,16 +96,6 @@ def _baselines(workdir: Path, influence: ModelAnalysis, table, args: AnalysisArg
     return {"baselines": compared, "baseline_overlap": overlap} if compared else {}
 
 
-def _strategy(workdir: Path, name: str) -> str | None:
-    """The strategy the scores stage recorded in ``scores/<name>/args.json`` (None if absent)."""
-    path = scores_dir(workdir, name) / "args.json"
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text(encoding="utf-8")).get("args", {})
-    strategy = (record.get("args") or {}).get("strategy")
-    return None if strategy is None else str(strategy)
-
-
 @stage("analysis", check=lambda config: analysis_args(config.get("analysis")))
 def run(config: ConfigDict, workdir: Path) -> None:
     args = analysis_args(config.get("analysis"))
@@ -129,7 +120,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
     summary = study_summary(analyses, pairs, table, args)
     for m in analyses:
         summary["models"][m.name].update(_baselines(workdir, m, table, args))
-        strategy = _strategy(workdir, m.name)
+        strategy = ScoreFiles(scores_dir(workdir, m.name)).method()
         if strategy is not None:
             summary["models"][m.name]["conventions"]["strategy"] = strategy
     write_json(out / "summary.json", summary)

@@ -41,8 +41,9 @@ from infljax.influence import baselines, query_grads
 from infljax.influence.measurement import QueryText, read_query_records
 from infljax.multihost import on_main
 from infljax.pipeline import stage
-from infljax.stages.scores import QUERY_GRADS_FILE, ModelInputs, ScoresArgs, score_model
+from infljax.stages.scores import ModelInputs, ScoresArgs, score_model
 from infljax.workdir import (
+    ScoreFiles,
     baselines_dir,
     corpus_dir,
     queries_path,
@@ -126,26 +127,25 @@ def _scoring_baseline(config: ConfigDict, workdir: Path, name: str, corpus, meth
 
 def _gradient_cosine(config: ConfigDict, workdir: Path, name: str) -> None:
     """grad_cosine from grad_dot's files: scores ÷ (‖∇q‖ ‖∇m‖)."""
-    dot = baselines_dir(workdir, name, "grad_dot")
+    dot = ScoreFiles(baselines_dir(workdir, name, "grad_dot"))
 
     def cosine() -> np.ndarray:
-        norms = baselines.query_grad_norms(query_grads.load_queries(dot / QUERY_GRADS_FILE))
-        return baselines.gradient_cosine(
-            np.load(dot / "scores.npy"), norms, np.load(dot / "doc_grad_norms.npy")
-        )
+        norms = baselines.query_grad_norms(query_grads.load_queries(dot.query_grads))
+        return baselines.gradient_cosine(np.load(dot.scores), norms, np.load(dot.doc_grad_norms))
 
-    rows = read_query_records(dot / "queries.jsonl")
+    rows = read_query_records(dot.queries)
     record = {}  # grad_dot's directory is recorded by its run (`_write`)
-    source = (dot / "query_nats.npy", rows)
+    source = (dot.query_nats, rows)
     on_main(_write, workdir, name, source, config.overwrite, "grad_cosine", cosine, record)
 
 
 def _companion(workdir: Path, name: str) -> tuple[Path, Path]:
     """query_nats.npy and the JSONL of the query rows: the influence scores', else grad_dot's."""
     for d in (scores_dir(workdir, name), baselines_dir(workdir, name, "grad_dot")):
-        if (d / "query_nats.npy").is_file():
-            rows = d / "queries.jsonl"
-            return d / "query_nats.npy", rows if rows.is_file() else queries_path(workdir)
+        files = ScoreFiles(d)
+        if files.query_nats.is_file():
+            rows = files.queries if files.queries.is_file() else queries_path(workdir)
+            return files.query_nats, rows
     raise FileNotFoundError(
         f"baselines {name}: no query_nats.npy in {scores_dir(workdir, name)}; run the scores "
         "stage first (its query rows and query_nats are the baselines' too), or add 'grad_dot' "
@@ -171,16 +171,17 @@ def _write(
     ):
         logging.info("baselines %s/%s: up to date in %s", name, method, out)
         return
+    files = ScoreFiles(out)
     scores = np.asarray(scores_fn(), np.float32)
-    np.save(out / "scores.npy", scores)
-    np.save(out / "doc_grad_norms.npy", np.ones(scores.shape[1], np.float32))
+    np.save(files.scores, scores)
+    np.save(files.doc_grad_norms, np.ones(scores.shape[1], np.float32))
     nats, records = source
     if len(records) != scores.shape[0]:
         raise ValueError(
             f"baselines {name}/{method}: {scores.shape[0]} rows, {len(records)} queries"
         )
-    shutil.copyfile(nats, out / "query_nats.npy")
-    with open(out / "queries.jsonl", "w", encoding="utf-8") as f:
+    shutil.copyfile(nats, files.query_nats)
+    with open(files.queries, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     finish_stage(out)
     logging.info("baselines %s/%s: %d x %d in %s", name, method, *scores.shape, out)

@@ -38,7 +38,7 @@ from ml_collections import ConfigDict
 from tqdm import tqdm
 
 from infljax import planning
-from infljax.checkpoints import ARGS_FILE, begin_stage, finish_stage
+from infljax.checkpoints import begin_stage, finish_stage
 from infljax.curvature.eigen import eigendecompose
 from infljax.curvature.passes import (
     FactorArgs,
@@ -72,7 +72,7 @@ from infljax.models.capture import layer_groups, select_layers
 from infljax.models.io import CONFIG_FILE, load_model
 from infljax.multihost import is_main, on_main
 from infljax.pipeline import stage, write_json
-from infljax.workdir import corpus_dir, factors_dir, model_dir
+from infljax.workdir import corpus_dir, factors_dir, model_dir, recorded_args
 
 PARTS_COVARIANCE, PARTS_LAMBDAS = "covariance", "lambdas"
 GROUP_LAYERS_FILE = "layers.json"  # a group's layer paths, beside its partition sums
@@ -165,9 +165,8 @@ def run(config: ConfigDict, workdir: Path) -> None:
 def model_record(directory: Path) -> dict:
     """What identifies a model directory's parameters: its config and its pretrain arguments."""
     record = {"config": json.loads((Path(directory) / CONFIG_FILE).read_text())}
-    args_path = Path(directory) / ARGS_FILE
-    if args_path.exists():
-        record["pretrain"] = json.loads(args_path.read_text()).get("args")
+    if (pretrain := recorded_args(directory)) is not None:
+        record["pretrain"] = pretrain
     return record
 
 

@@ -36,7 +36,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from infljax import planning
-from infljax.checkpoints import ARGS_FILE, begin_stage, check_finite, finish_stage
+from infljax.checkpoints import begin_stage, check_finite, finish_stage
 from infljax.curvature import STRATEGIES, DampingArgs, open_factors
 from infljax.data.corpus import TokenizedCorpus, load_corpus
 from infljax.data.tokenization import (
@@ -61,17 +61,18 @@ from infljax.models.io import load_model
 from infljax.multihost import is_main, on_main
 from infljax.pipeline import stage, write_json
 from infljax.workdir import (
+    ScoreFiles,
     corpus_dir,
     factors_dir,
     model_dir,
     queries_dir,
     queries_path,
+    recorded_args,
     scores_dir,
     tokenizer_info_path,
     tokenizer_path,
 )
 
-QUERY_GRADS_FILE = "query_grads.npz"
 PARTITIONS_DIR = "partitions"
 
 
@@ -234,7 +235,7 @@ def score_model(
     tokens = _encode(name, inputs, args, model.cfg.max_length)
     measured = set(tokens.query_ids)  # all of them, unless on_too_long="skip" left some out
     measured_records = [r for r in inputs.records if r["id"] in measured]
-    on_main(_write_jsonl, out / "queries.jsonl", measured_records)
+    on_main(_write_jsonl, ScoreFiles(out).queries, measured_records)
     graphdef, state = nnx.split(model)
     state = place(state, mesh, placement)
     layers = select_layers(model, args.layers)
@@ -243,7 +244,7 @@ def score_model(
     shapes = planning.ModelShapes.of(model, layers)
     _check_query_memory(name, shapes, args, tokens.tokens.shape[1], layout)
     queries = _query_plan(out, graphdef, state, tokens, layers, factors, args, mesh, placement)
-    check_finite(f"the query gradients of model {name!r} ({out / QUERY_GRADS_FILE})", queries)
+    check_finite(f"the query gradients of model {name!r} ({ScoreFiles(out).query_grads})", queries)
     plan, choices = scoring.make_plan(queries, args.scoring, inputs.corpus.max_length)
     logging.info("scores %s: contraction per layer %s", name, choices)
     _check_memory(name, shapes, plan, args, inputs.corpus.max_length, layout)
@@ -293,15 +294,10 @@ def _record(inputs: ModelInputs, args: ScoresArgs) -> dict:
         "queries_sha256": hashlib.sha256(
             json.dumps(inputs.records, sort_keys=True).encode()
         ).hexdigest(),
-        "model": _read_args(inputs.model_dir),
-        "factors": _read_args(inputs.factors_dir) if args.strategy != "identity" else None,
+        "model": recorded_args(inputs.model_dir),
+        "factors": recorded_args(inputs.factors_dir) if args.strategy != "identity" else None,
         "corpus": {"documents": inputs.corpus.num_documents, "tokens": inputs.corpus.num_tokens},
     }
-
-
-def _read_args(directory: Path) -> dict | None:
-    path = directory / ARGS_FILE
-    return json.loads(path.read_text())["args"] if path.is_file() else None
 
 
 def _encode(name: str, inputs: ModelInputs, args: ScoresArgs, max_length: int) -> QueryTokens:
@@ -348,7 +344,7 @@ def _query_plan(
     by re-scoring, never stored); `placement`: how `state` and `factors` are placed.
     """
     q_args = args.queries if rank is None else dataclasses.replace(args.queries, rank=rank)
-    path = out / QUERY_GRADS_FILE
+    path = ScoreFiles(out).query_grads
     if rank is None and on_main(path.is_file):
         return query_grads.load_queries(path)
     queries = query_grads.prepare_queries(
@@ -362,8 +358,9 @@ def _query_plan(
 
 
 def _save_query_plan(out: Path, nats: np.ndarray, queries) -> None:
-    np.save(out / "query_nats.npy", nats)
-    query_grads.save_queries(out / QUERY_GRADS_FILE, queries)
+    files = ScoreFiles(out)
+    np.save(files.query_nats, nats)
+    query_grads.save_queries(files.query_grads, queries)
 
 
 def _check_query_memory(name: str, shapes, args: ScoresArgs, seq: int, layout) -> None:
@@ -530,14 +527,15 @@ def _count_parts(out: Path) -> int:
 def _write_results(
     out: Path, args: ScoresArgs, result: scoring.BatchScores, pre: prefilter.Prefilter | None
 ) -> None:
+    files = ScoreFiles(out)
     if pre is not None:
-        np.save(out / "scored.npy", pre.scored)
-    np.save(out / "scores.npy", result.scores.astype(np.float32))
-    np.save(out / "doc_grad_norms.npy", scoring.doc_grad_norms(result.sq_norms))
+        np.save(files.scored, pre.scored)
+    np.save(files.scores, result.scores.astype(np.float32))
+    np.save(files.doc_grad_norms, scoring.doc_grad_norms(result.sq_norms))
     if args.per_layer:
-        np.save(out / "per_layer.npy", result.per_layer.astype(np.float32))
+        np.save(files.per_layer, result.per_layer.astype(np.float32))
     if args.scoring.self_influence:
-        np.save(out / "self_influence.npy", result.self_influence)
+        np.save(files.self_influence, result.self_influence)
 
 
 def _top_scored(scores: np.ndarray, scored: np.ndarray | None, k: int) -> np.ndarray:
@@ -580,7 +578,7 @@ def _breakdowns(
         rescored = np.concatenate(rescored)
         low = np.take_along_axis(result.scores, top, axis=1)
         top_k = dict(indices=top, scores=low, full_rank_scores=rescored)
-        on_main(np.savez, out / "top_k.npz", **top_k)
+        on_main(np.savez, ScoreFiles(out).top_k, **top_k)
         extras["top_k_pearson"] = float(np.corrcoef(low.ravel(), rescored.ravel())[0, 1])
     if args.per_token_top:
         top = _top_scored(result.scores, scored, args.per_token_top)
@@ -589,7 +587,7 @@ def _breakdowns(
         per_token = attribution.token_scores(fn, state, plan, inputs.corpus, rows, batch_size, mesh)
         records = attribution.token_attributions(per_token, rows, top, inputs.corpus)
         _label(records, tokens, inputs)
-        write_json(out / "per_token.json", records)
+        write_json(ScoreFiles(out).per_token, records)
     return extras
 
 

@@ -41,7 +41,7 @@ from tqdm import tqdm
 from infljax import training
 from infljax.analysis.families import query_kind
 from infljax.analysis.inputs import QueryRecord
-from infljax.checkpoints import ARGS_FILE, begin_stage, finish_stage
+from infljax.checkpoints import begin_stage, finish_stage
 from infljax.curvature.passes import FactorArgs
 from infljax.curvature.strategies import DampingArgs
 from infljax.data.corpus import TokenizedCorpus, load_corpus
@@ -54,9 +54,11 @@ from infljax.pipeline import stage, write_json
 from infljax.stages.scores import ScoresArgs
 from infljax.validation import figures, lds, metagradient, methods, retrain
 from infljax.workdir import (
+    ScoreFiles,
     baselines_dir,
     corpus_dir,
     model_dir,
+    recorded_args,
     scores_dir,
     tokenizer_info_path,
     tokenizer_path,
@@ -167,9 +169,9 @@ def run(config: ConfigDict, workdir: Path) -> None:
             f"validation.model={name!r} must be one of the trained models {list(config.models)}"
         )
     out = validate_dir(workdir, name)
-    records = read_query_records(scores_dir(workdir, name) / "queries.jsonl")
+    records = read_query_records(ScoreFiles(scores_dir(workdir, name)).queries)
     scores = {m: _method_scores(workdir, name, m, len(records)) for m in args.methods}
-    model_record = _read_args(model_dir(workdir, name))
+    model_record = _pretrain_args(model_dir(workdir, name))
     train_args = training.TrainArgs(**model_record["train"])
     if args.metagradient_queries and train_args.eps_root <= 0:
         raise ValueError(
@@ -208,19 +210,14 @@ def run(config: ConfigDict, workdir: Path) -> None:
 
 def _method_scores(workdir: Path, name: str, method: str, num_queries: int) -> np.ndarray:
     """[Q, N] float64 scores of `method` (effects on log-probability for ekfac/kfac/grad_dot)."""
-    directory = _method_dir(workdir, name, method)
-    path = directory / "scores.npy"
-    if not path.is_file():
+    files = ScoreFiles(_method_dir(workdir, name, method))
+    if not files.scores.is_file():
         hint = "the scores stage" if method == "ekfac" else f"baselines with {method!r}"
-        raise FileNotFoundError(f"validate {name}: no {path}; run {hint} first")
-    if method == "ekfac":
-        strategy = json.loads((directory / ARGS_FILE).read_text())["args"]["args"]["strategy"]
-        if strategy != "ekfac":
-            raise ValueError(
-                f"validate {name}: scores/{name} used strategy {strategy!r}, not ekfac"
-            )
-    rows = read_query_records(directory / "queries.jsonl")
-    scores = np.load(path).astype(np.float64)
+        raise FileNotFoundError(f"validate {name}: no {files.scores}; run {hint} first")
+    if method == "ekfac" and (strategy := files.method()) != "ekfac":
+        raise ValueError(f"validate {name}: scores/{name} used strategy {strategy!r}, not ekfac")
+    rows = read_query_records(files.queries)
+    scores = np.load(files.scores).astype(np.float64)
     if len(rows) != num_queries or scores.shape[0] != num_queries:
         raise ValueError(
             f"validate {name}: {method} has {scores.shape[0]} query rows, the influence scores "
@@ -233,10 +230,9 @@ def _method_dir(workdir: Path, name: str, method: str) -> Path:
     return scores_dir(workdir, name) if method == "ekfac" else baselines_dir(workdir, name, method)
 
 
-def _read_args(directory: Path) -> dict:
+def _pretrain_args(directory: Path) -> dict:
     """The pretrain stage's record of the model (its DecoderConfig and TrainArgs)."""
-    path = directory / ARGS_FILE
-    record = json.loads(path.read_text())["args"] if path.is_file() else {}
+    record = recorded_args(directory) or {}
     if "train" not in record:
         raise ValueError(f"validate: {directory} was not trained by the pretrain stage")
     return record
