@@ -197,6 +197,11 @@ def _is_spec(x) -> bool:
 # `jax.device_put` / `jax.device_get`.
 
 
+def round_up(n: int, multiple: int) -> int:
+    """The least multiple of `multiple` >= `n` (a batch padded to split evenly over devices)."""
+    return -(-n // multiple) * multiple
+
+
 def process_rows(batch_size: int, mesh: Mesh) -> slice:
     """The rows of a global batch of `batch_size` that this process holds under the ``data``
     split of `mesh`: a contiguous block, in the device order of the mesh (all rows with one

@@ -54,7 +54,7 @@ from flax import nnx
 from infljax.distributed import split_axis
 from infljax.influence import scoring
 from infljax.influence.query_grads import DenseQueries, LowRankQueries
-from infljax.models.capture import DEFAULT_LAYERS, layer_groups, layer_module, select_layers
+from infljax.models.capture import DEFAULT_LAYERS, layer_groups, layer_shapes, select_layers
 from infljax.models.decoder import Decoder, DecoderConfig
 
 STAGES = ("pretrain", "covariance", "lambdas", "queries", "scores")
@@ -82,13 +82,9 @@ class ModelShapes:
     @classmethod
     def of(cls, model: nnx.Module, layers: Sequence[str]) -> ModelShapes:
         """From a model, concrete or abstract (`nnx.eval_shape`), and its tracked layer paths."""
-        shapes = {}
-        for path in layers:
-            module = layer_module(model, path)
-            d_in, d_out = module.kernel.shape
-            shapes[path] = (d_out, d_in + (module.bias is not None))
         blocks = [_size(nnx.state(block, nnx.Param)) for block in model.blocks]
-        return cls(model.cfg, _size(nnx.state(model, nnx.Param)), max(blocks), shapes)
+        params = _size(nnx.state(model, nnx.Param))
+        return cls(model.cfg, params, max(blocks), layer_shapes(model, layers))
 
     @classmethod
     def from_config(

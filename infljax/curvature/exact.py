@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from infljax.curvature.passes import label_keys
+from infljax.models.capture import at_path
 from infljax.models.losses import Batch, sample_targets, summed_nll
 
 
@@ -42,9 +43,7 @@ def per_sequence_gradients(
 
 
 def _layer_gradient(grads: nnx.State, path: str) -> np.ndarray:
-    node = grads
-    for key in path.split("."):
-        node = node[int(key) if key.isdigit() else key]
+    node = at_path(grads, path)
     g = np.swapaxes(np.asarray(node["kernel"][...]), 1, 2)
     if node.get("bias") is None:
         return g

@@ -45,7 +45,7 @@ from infljax.distributed import (
     reduce_over_data,
     to_host,
 )
-from infljax.models.capture import capture, layer_module
+from infljax.models.capture import capture, layer_module, layer_shapes
 from infljax.models.losses import Batch
 from infljax.multihost import process_count
 
@@ -120,16 +120,6 @@ def row_batches(
         yield RowBatch(ids.astype(np.int32), Batch.from_documents(*read_rows(corpus, ids)))
         if progress is not None:
             progress(len(part))
-
-
-def layer_shapes(model: nnx.Module, layers: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """{path: (d_out, d_in)} of each layer's gradient; d_in counts the bias coordinate."""
-    shapes = {}
-    for path in layers:
-        module = layer_module(model, path)
-        d_in, d_out = module.kernel[...].shape
-        shapes[path] = (d_out, d_in + (module.bias is not None))
-    return shapes
 
 
 def check_finite_parameters(model: nnx.Module) -> None:

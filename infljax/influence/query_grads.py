@@ -29,6 +29,7 @@ from infljax.distributed import (
     param_specs,
     place,
     replicated,
+    round_up,
     shard_batch,
     to_host,
 )
@@ -141,7 +142,7 @@ def query_gradients(
     Queries go through in chunks of `batch_size` rows (padded with empty rows, which have zero
     gradient), sharded over the mesh's ``data`` axis.
     """
-    size = -(-batch_size // mesh.shape["data"]) * mesh.shape["data"]
+    size = round_up(batch_size, mesh.shape["data"])
     chunks = []
     for start in range(0, queries.num_queries, size):
         rows = np.arange(start, min(start + size, queries.num_queries))
@@ -319,7 +320,7 @@ def _factorise_on_devices(mesh: jax.sharding.Mesh) -> bool:
 
 
 def _prepare_group(plan_fn, state, queries: QueryTokens, factors, mesh, args, here: bool):
-    size = -(-args.batch_size // mesh.shape["data"]) * mesh.shape["data"]
+    size = round_up(args.batch_size, mesh.shape["data"])
     parts = []
     for start in range(0, queries.num_queries, size):
         rows = np.arange(start, min(start + size, queries.num_queries))

@@ -68,11 +68,34 @@ def layer_groups(layers: Sequence[str], groups: int) -> list[tuple[str, ...]]:
     return [tuple(layers[i] for i in cut) for cut in cuts]
 
 
+def path_keys(path: str) -> tuple[str | int, ...]:
+    """The keys of a dotted module path: ``"blocks.0.attn.q"`` -> ``("blocks", 0, "attn", "q")``."""
+    return tuple(int(k) if k.isdigit() else k for k in path.split("."))
+
+
+def at_path(tree, path: str | tuple):
+    """The node of a nested state (nnx.State, pure dict) at a dotted path or its keys."""
+    for key in path_keys(path) if isinstance(path, str) else path:
+        tree = tree[key]
+    return tree
+
+
 def layer_module(model: nnx.Module, path: str) -> TrackedLinear:
     for p, module in nnx.iter_modules(model):
         if ".".join(str(x) for x in p) == path:
             return module
     raise KeyError(f"no module at {path!r}")
+
+
+def layer_shapes(model: nnx.Module, layers: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """{path: (d_out, d_in)} of each layer's gradient; d_in counts the bias coordinate. The
+    model may be abstract (`nnx.eval_shape`)."""
+    shapes = {}
+    for path in layers:
+        module = layer_module(model, path)
+        d_in, d_out = module.kernel.shape
+        shapes[path] = (d_out, d_in + (module.bias is not None))
+    return shapes
 
 
 def capture(
@@ -323,10 +346,7 @@ def _sample(key: jax.Array, logits: jax.Array) -> jax.Array:
 
 
 def _layer_io(model, inputs, grads, path: str) -> LayerIO:
-    keys = tuple(int(k) if k.isdigit() else k for k in path.split("."))
-    node_a, node_g = inputs, grads
-    for k in keys:
-        node_a, node_g = node_a[k], node_g[k]
+    node_a, node_g = at_path(inputs, path), at_path(grads, path)
     a = node_a["a"].get_value()[0]  # sow stores a tuple of calls; each layer is called once
     g = node_g["g"].get_value()
     if layer_module(model, path).bias is not None:

@@ -36,6 +36,7 @@ from infljax.models.architectures import (
     Source,
     architecture,
 )
+from infljax.models.capture import at_path, path_keys
 from infljax.models.decoder import Decoder, DecoderConfig, num_params
 
 __all__ = [
@@ -268,10 +269,8 @@ def load_hf(
 
 
 def _assign(tree: dict, dotted: str, value) -> None:
-    keys = [int(k) if k.isdigit() else k for k in dotted.split(".")]
-    for k in keys[:-1]:
-        tree = tree[k]
-    tree[keys[-1]] = value
+    keys = path_keys(dotted)
+    at_path(tree, keys[:-1])[keys[-1]] = value
 
 
 def check_corpus_fits(source: str | Path, args: ConvertArgs, tokens: np.ndarray) -> None:

@@ -45,7 +45,7 @@ from infljax.data.tokenization import (
     read_tokenizer_info,
     tokenizer_info,
 )
-from infljax.distributed import MeshArgs, make_mesh, place
+from infljax.distributed import MeshArgs, make_mesh, place, round_up
 from infljax.influence import attribution, baselines, prefilter, query_grads, scoring
 from infljax.influence.measurement import (
     MeasurementArgs,
@@ -369,7 +369,7 @@ def _check_query_memory(name: str, shapes, args: ScoresArgs, seq: int, layout) -
     size or the number of query layer groups that would fit."""
     q = args.queries
     work = planning.Workload(seq=seq, rank=q.rank, svd=q.svd, oversample=q.oversample)
-    chunk = -(-q.batch_size // layout.data) * layout.data
+    chunk = round_up(q.batch_size, layout.data)
     group, memory = planning.largest_group("queries", shapes, q.layer_groups, work, layout, chunk)
     of_groups = f" (the largest of {q.layer_groups} layer groups)" if q.layer_groups > 1 else ""
     logging.info("scores %s: %s%s", name, memory.summary(), of_groups)
