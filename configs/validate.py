@@ -10,7 +10,7 @@ the training-aware methods (multi-checkpoint and seed-ensemble EK-FAC, exact met
 and the LDS of every method with bootstrap intervals and the ceiling; then the analysis and the
 report with a validation section.
 
-Retrainings are cached in chunks under ``validate/<model>/runs/``; an interrupted run resumes,
+Retrainings are cached in chunks under ``retrainings/<model>/``; an interrupted run resumes,
 and several processes may run the same command on one workdir to share the chunks.
 """
 

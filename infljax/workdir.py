@@ -197,10 +197,16 @@ def baselines_dir(workdir: Path, name: str, method: str = "") -> Path:
 
 
 def validate_dir(workdir: Path, name: str) -> Path:
-    """``validate/<model>/``: summary.json, lds.png, linearity.png, the retrainings (``runs/``,
-    ``single_model/``, ``single_model_scale<t>/``: chunk_*.npy) and the training-aware scores
-    (``methods/``)."""
+    """``validate/<model>/``: summary.json, lds.png, linearity.png and the training-aware scores
+    of EK-FAC (``methods/``); the retrainings are in `retrainings_dir`."""
     return Path(workdir) / "validate" / name
+
+
+def retrainings_dir(workdir: Path, name: str) -> Path:
+    """``retrainings/<model>/``: the validate stage's retrainings and metagradients, one folder
+    per setting, named by a digest of everything they depend on (``<kind>_<digest>/``: key.json,
+    chunk_*.npy or metagradient.npy), so that rescoring never discards them."""
+    return Path(workdir) / "retrainings" / name
 
 
 def analysis_dir(workdir: Path) -> Path:

@@ -14,11 +14,17 @@ For one trained model (``config.validation.model``) the stage
    training-aware ones) by LDS against the seeds' mean NLL per subset, with bootstrap 95%
    intervals, beside the **ceiling**: how well half of the seeds predicts the other half.
 
-Files under ``validate/<model>/``: ``runs/chunk_<i>.npy`` (nats [K, Q] of one call's
-retrainings; the unit of resume, claimed with an OS file lock so that several processes
-running this stage share the work), ``single_model/`` and ``single_model_scale<t>/`` (the
-same for the single-model protocol at each weight reduction t), ``methods/<name>.npy`` (the
-training-aware score matrices), ``summary.json``, ``lds.png``, ``linearity.png``.
+Files under ``validate/<model>/``: ``methods/<name>.npy`` (EK-FAC at the checkpoints and
+seeds), ``summary.json``, ``lds.png``, ``linearity.png``. The retrainings do not depend on the
+scores, so they live apart, under ``retrainings/<model>/``, one folder per setting named by a
+digest of everything its numbers depend on (the model's pretrain run, the corpus, the queries,
+the subsets, seeds and weight scale: ``key.json`` says which): ``runs_<digest>/chunk_<i>.npy``
+(nats [K, Q] of one call's retrainings; the unit of resume, claimed with an OS file lock so
+that several processes running this stage share the work), ``single_model[_scale<t>]_<digest>/``
+(the same for the single-model protocol at each weight reduction t) and
+``metagradient_<digest>/metagradient.npy``. Rescoring, a new baseline or another damping
+re-runs only the cheap part; summary.json names the folders it read
+(``retraining.folders``).
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +49,7 @@ from tqdm import tqdm
 from infljax import training
 from infljax.analysis.families import query_kind
 from infljax.analysis.inputs import QueryRecord
-from infljax.checkpoints import begin_stage, finish_stage
+from infljax.checkpoints import begin_stage, fingerprint, finish_stage
 from infljax.curvature.passes import FactorArgs
 from infljax.curvature.strategies import DampingArgs
 from infljax.data.corpus import TokenizedCorpus, load_corpus
@@ -59,7 +67,9 @@ from infljax.workdir import (
     corpus_dir,
     model_dir,
     recorded_args,
+    retrainings_dir,
     scores_dir,
+    stored_path,
     tokenizer_info_path,
     tokenizer_path,
     validate_dir,
@@ -188,19 +198,23 @@ def run(config: ConfigDict, workdir: Path) -> None:
     corpus = load_corpus(corpus_dir(workdir))
     tokens = _encode(workdir, config, records, corpus.max_length)
     mesh = make_mesh(MeshArgs(**config.mesh.to_dict()))
+    cache = _Cache(retrainings_dir(workdir, name), inputs, records)
     work = _Work(
-        name, args, train_args, corpus, tokens, read_model_config(model_dir(workdir, name))
+        name, args, train_args, corpus, tokens, read_model_config(model_dir(workdir, name)), cache
     )
     started = time.perf_counter()
-    measured = work.retrain_subsets(out, "runs", work.masks, args.seeds)
+    measured = work.retrain_subsets("runs", work.masks, args.seeds, subsets=work.subsets)
     single = {  # scale -> [Q, M, 1]
-        t: work.retrain_subsets(out, _single_folder(t), work.single_masks, 1, t)
+        t: work.retrain_subsets(
+            _single_folder(t), work.single_masks, 1, t, subsets=work.single_subsets
+        )
         for t in (args.single_model_scales if args.single_model_subsets else ())
     }
     retrain_seconds = time.perf_counter() - started
     scores |= work.training_aware(out, _influence_args(config), mesh)
     summary = _summarize(args, records, scores, work, measured, single)
     summary["retraining"] = _throughput(work, retrain_seconds, model_dir(workdir, name))
+    summary["retraining"]["folders"] = {k: stored_path(v, workdir) for k, v in cache.used.items()}
     write_json(out / "summary.json", summary)
     for file, png in figures.validation_figures(summary).items():
         (out / file).write_bytes(png)
@@ -279,24 +293,57 @@ def _kind(record: dict) -> str:
 # --- the work: retrainings, training-aware methods ---------------------------------------------
 
 
+class _Cache:
+    """The folders of the retrainings under `root` (``retrainings/<model>/``), each named by a
+    digest of what its numbers depend on: the model's pretrain run and the corpus (their
+    fingerprints in `inputs`), the query records and the folder's own settings. A setting
+    seen before finds its folder again whatever else changed (scores, baselines, damping), a
+    retrained model or another corpus gets new ones; `used` maps each kind to its folder."""
+
+    def __init__(self, root: Path, inputs: dict, records: list[dict]):
+        text = json.dumps(records, sort_keys=True).encode()
+        self.root, self.used = root, {}
+        self.identity = {
+            "model": fingerprint(inputs["model"]),
+            "corpus": fingerprint(inputs["corpus"]),
+            "queries_sha256": hashlib.sha256(text).hexdigest(),
+        }
+
+    def folder(self, kind: str, **settings) -> Path:
+        key = {"kind": kind, **self.identity, **settings}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+        folder = self.root / f"{kind}_{digest}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / "key.json").is_file():
+            tmp = folder / f"key.json.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(key, indent=2, sort_keys=True))
+            tmp.replace(folder / "key.json")
+        self.used[kind] = folder
+        return folder
+
+
 class _Work:
     """The retrainings and the training-aware scores of one validated model."""
 
-    def __init__(self, name, args: ValidateArgs, train_args, corpus: TokenizedCorpus, tokens, cfg):
-        self.name, self.args, self.train_args, self.corpus, self.cfg = (
-            name, args, train_args, corpus, cfg,
+    def __init__(
+        self, name, args: ValidateArgs, train_args, corpus: TokenizedCorpus, tokens, cfg, cache
+    ):
+        self.name, self.args, self.train_args, self.corpus, self.cfg, self.cache = (
+            name, args, train_args, corpus, cfg, cache,
         )  # fmt: skip
         self.tokens, self.queries = tokens, tokens.batch()
         self.train_rows = training.split_rows(
             corpus.num_documents, train_args.held_out_fraction, train_args.seed
         )[0]
-        self.masks = lds.sample_subsets(
-            len(self.train_rows), args.num_subsets, args.fraction, args.seed
+        # (count, fraction, seed) of each protocol's subsets of the training rows
+        self.subsets = (args.num_subsets, args.fraction, args.seed)
+        self.single_subsets = (args.single_model_subsets, args.single_model_fraction, args.seed + 1)
+        self.masks = lds.sample_subsets(len(self.train_rows), *self.subsets)
+        self.single_masks = (
+            lds.sample_subsets(len(self.train_rows), *self.single_subsets)
+            if args.single_model_subsets
+            else None
         )
-        self.single_masks = lds.sample_subsets(
-            len(self.train_rows), args.single_model_subsets, args.single_model_fraction,
-            args.seed + 1,
-        ) if args.single_model_subsets else None  # fmt: skip
         self.retrainer = retrain.Retrainer(
             cfg, train_args, np.asarray(corpus.tokens), corpus.lengths, devices=jax.local_devices()
         )
@@ -309,22 +356,25 @@ class _Work:
         return w
 
     def retrain_subsets(
-        self, out: Path, folder: str, masks: np.ndarray, seeds: int, scale: float = 1.0
+        self, kind: str, masks: np.ndarray, seeds: int, scale: float = 1.0, *, subsets
     ) -> np.ndarray:
-        """[Q, M, S] every query's NLL after retraining on each of the M subsets `masks` (the
-        other documents' weight lowered by `scale`) from each of `seeds` seeds (chunks cached
-        in `out/folder`; runs the chunks nobody holds, then waits for the others')."""
+        """[Q, M, S] every query's NLL after retraining on each of the M subsets `masks` (drawn
+        as `subsets` = (count, fraction, seed); the other documents' weight lowered by `scale`)
+        from each of `seeds` seeds. Chunks are cached in the `kind` folder of the retrainings;
+        runs the chunks nobody holds, then waits for the others'."""
         runs = [(m, s) for m in range(len(masks)) for s in range(seeds)]  # seeds innermost
         k = self.args.models_per_call
         chunks = [runs[i : i + k] for i in range(0, len(runs), k)]
-        (out / folder).mkdir(parents=True, exist_ok=True)
+        folder = self.cache.folder(
+            kind, subsets=list(subsets), seeds=seeds, scale=scale, models_per_call=k
+        )
         bar = tqdm(
             total=len(runs) * self.train_args.steps,
-            desc=f"retrain {self.name} ({len(runs)} models, {folder})",
+            desc=f"retrain {self.name} ({len(runs)} models, {kind})",
             unit="step",
             mininterval=2.0,
         )
-        waiting, paths = [], [out / folder / f"chunk_{i:05d}.npy" for i in range(len(chunks))]
+        waiting, paths = [], [folder / f"chunk_{i:05d}.npy" for i in range(len(chunks))]
         for path, chunk in zip(paths, chunks, strict=True):
             with _claim(path, block=False) as claimed:
                 if claimed:
@@ -366,7 +416,7 @@ class _Work:
                 members = [per_model[f"ekfac_seed{e}_step{final}"] for e in range(args.ensemble)]
                 found["ekfac_ensemble"] = methods.ensemble(members)
         if args.metagradient_queries:
-            found["metagradient"] = self._metagradient(directory)
+            found["metagradient"] = self._metagradient()
         return found
 
     def checkpoint_steps(self) -> list[int]:
@@ -392,9 +442,10 @@ class _Work:
                 np.save(path(e, t), scores)
         return {f"ekfac_seed{e}_step{t}": np.load(path(e, t)) for e, t in wanted}
 
-    def _metagradient(self, directory: Path) -> np.ndarray:
+    def _metagradient(self) -> np.ndarray:
         """[Q, N] metagradient scores on the chosen rows, NaN on the others (cached)."""
-        path = directory / "metagradient.npy"
+        queries = self.args.metagradient_queries
+        path = self.cache.folder("metagradient", queries=queries) / "metagradient.npy"
         if not path.is_file():
             rows = chosen_rows(self.args.metagradient_queries, self.queries.inputs.shape[0])
             graphdef, params = retrain.init_params(self.cfg, self.train_args.seed)

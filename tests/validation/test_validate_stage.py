@@ -12,7 +12,7 @@ import pytest
 from infljax import training
 from infljax.stages import validate
 from infljax.validation import lds, methods
-from infljax.workdir import baselines_dir, scores_dir, validate_dir
+from infljax.workdir import baselines_dir, retrainings_dir, scores_dir, validate_dir
 
 ROOT = Path(__file__).parent.parent.parent
 
@@ -82,7 +82,8 @@ def test_smoke_lds_is_recomputed_from_the_stored_retrainings(smoke):
     n = len(np.load(smoke / "corpus" / "lengths.npy"))
     train_rows = training.split_rows(n, train_args.held_out_fraction, train_args.seed)[0]
     masks = lds.sample_subsets(len(train_rows), args["num_subsets"], args["fraction"], args["seed"])
-    chunks = sorted((out / "runs").glob("chunk_*.npy"))
+    folders = {k: smoke / v for k, v in summary["retraining"]["folders"].items()}
+    chunks = sorted(folders["runs"].glob("chunk_*.npy"))
     nats = np.concatenate([np.load(c) for c in chunks])  # [M * S, Q], seeds innermost
     measured = nats.reshape(args["num_subsets"], args["seeds"], -1).transpose(2, 0, 1)
     for method in args["methods"]:
@@ -97,7 +98,7 @@ def test_smoke_lds_is_recomputed_from_the_stored_retrainings(smoke):
     seed0 = [np.load(out / "methods" / f"ekfac_seed0_step{t}.npy") for t in steps]
     weights = methods.checkpoint_weights(train_args, steps)
     assert weights.sum() == pytest.approx(1.0)
-    meta = np.load(out / "methods" / "metagradient.npy")
+    meta = np.load(folders["metagradient"] / "metagradient.npy")
     assert np.isfinite(meta).all(axis=1).sum() == args["metagradient_queries"]
     assert summary["metagradient_queries"] == [
         summary["queries"][q] for q in np.flatnonzero(np.isfinite(meta[:, 0]))
@@ -113,7 +114,9 @@ def test_smoke_lds_is_recomputed_from_the_stored_retrainings(smoke):
     single_masks = lds.sample_subsets(
         len(train_rows), single, args["single_model_fraction"], args["seed"] + 1
     )
-    alone = np.concatenate([np.load(c) for c in sorted((out / "single_model").glob("chunk_*.npy"))])
+    alone = np.concatenate(
+        [np.load(c) for c in sorted(folders["single_model"].glob("chunk_*.npy"))]
+    )
     for method in args["methods"]:
         predicted = lds.subset_predictions(_scores(smoke, method)[:, train_rows], single_masks)
         expected = lds.seed_mean_lds(predicted, alone.T[:, :, None])
@@ -122,7 +125,7 @@ def test_smoke_lds_is_recomputed_from_the_stored_retrainings(smoke):
         np.testing.assert_allclose(got, expected, atol=1e-6)
         # the linearity curve: the same subsets with the dropped weights lowered by t
         for point, t in zip(summary["lds"][method]["linearity"], scales, strict=True):
-            chunks = sorted((out / validate._single_folder(t)).glob("chunk_*.npy"))
+            chunks = sorted(folders[validate._single_folder(t)].glob("chunk_*.npy"))
             scaled = np.concatenate([np.load(c) for c in chunks]).T  # [Q, M]
             defined = np.isfinite(_scores(smoke, method)[:, 0])
             slope = np.median(lds.slopes(t * predicted, scaled)[defined])
@@ -141,10 +144,16 @@ def test_smoke_lds_is_recomputed_from_the_stored_retrainings(smoke):
     assert page.count("validate_small_") == 0  # figures inlined
 
 
+def _retrainings(workdir: Path) -> list[Path]:
+    return sorted(p for p in retrainings_dir(workdir, "small").rglob("*.npy"))
+
+
 @pytest.mark.slow
 def test_smoke_rerun_reuses_every_retraining(smoke):
     out = validate_dir(smoke, "small")
-    files = sorted([*(out / "runs").glob("chunk_*.npy"), *(out / "methods").glob("*.npy")])
+    files = [*_retrainings(smoke), *sorted((out / "methods").glob("*.npy"))]
+    kinds = {p.parent.name.rsplit("_", 1)[0] for p in _retrainings(smoke)}
+    assert kinds == {"runs", "single_model", "single_model_scale0.1", "metagradient"}
     stamps = [p.stat().st_mtime_ns for p in files]
     record = out / "args.json"  # mark unfinished: the stage reruns
     record.write_text(json.dumps(json.loads(record.read_text()) | {"complete": False}))
@@ -152,6 +161,21 @@ def test_smoke_rerun_reuses_every_retraining(smoke):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "full-data models" not in result.stderr
     assert [p.stat().st_mtime_ns for p in files] == stamps
+
+
+@pytest.mark.slow
+def test_recomputed_validation_keeps_the_retrainings(smoke):
+    # A changed input (rescoring, another damping, a new baseline) or overwrite recomputes the
+    # validate stage; the retrainings depend on none of that and are read back, not redone.
+    files = _retrainings(smoke)
+    stamps = [p.stat().st_mtime_ns for p in files]
+    before = json.loads((validate_dir(smoke, "small") / "summary.json").read_text())
+    result = _run(smoke, "--stages=validate", "--config.overwrite=True")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _retrainings(smoke) == files
+    assert [p.stat().st_mtime_ns for p in files] == stamps
+    after = json.loads((validate_dir(smoke, "small") / "summary.json").read_text())
+    assert after["lds"] == before["lds"] and after["ceiling"] == before["ceiling"]
 
 
 _IN_MEMORY = """
