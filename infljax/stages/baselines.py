@@ -11,7 +11,14 @@ read it unchanged: ``scores.npy`` float32 [Q, N], ``query_nats.npy`` [Q], ``doc_
   (`infljax.stages.scores.score_model`) with strategy ``identity``, into this directory;
 * ``grad_cosine``: grad_dot ÷ (‖∇q‖ ‖∇m‖), from grad_dot's files (computed when either is asked);
 * ``kfac``: the scores stage's pass with strategy ``kfac`` (Kronecker factors without the
-  eigenvalue correction; same factors, damping and rank as the influence scores).
+  eigenvalue correction; same factors, damping and rank as the influence scores);
+* ``checkpoints`` (written for every model whose config has ``checkpoints``, a mapping
+  {model: weight}): multi-checkpoint EK-FAC for a model family that publishes intermediate
+  checkpoints (Pythia, OLMo): Σ_c w_c · ``scores/<c>/scores.npy`` over the listed models, each a
+  ``config.models`` entry of its own (converted from one checkpoint, fitted and scored as usual).
+  w_c is the learning rate spent in the segment of training that ends at checkpoint c (SOURCE,
+  Bae et al. 2024; `infljax.validation.methods`), which published checkpoints do not record:
+  compute it from the family's schedule. The model's own doc_grad_norms are kept.
 
 The analyses rank by score ÷ doc_grad_norm when normalising. For ``tfidf``, ``random`` and
 ``grad_cosine`` (already normalised) ``doc_grad_norms.npy`` is therefore all ones, so they are
@@ -42,6 +49,7 @@ from infljax.influence.measurement import QueryText, read_query_records
 from infljax.multihost import on_main
 from infljax.pipeline import stage
 from infljax.stages.scores import ModelInputs, ScoresArgs, score_model
+from infljax.validation import methods
 from infljax.workdir import (
     ScoreFiles,
     baselines_dir,
@@ -78,11 +86,37 @@ class BaselineArgs:
         return cls(**{k: tuple(v) if k == "methods" else v for k, v in section.to_dict().items()})
 
 
-@stage("baselines", check=lambda config: BaselineArgs.from_config(config.get("baselines")))
+def checkpoint_weights(config: ConfigDict, name: str) -> dict[str, float]:
+    """`config.models.<name>.checkpoints` ({model: weight}; {} when absent), checked: every
+    key is a model of the config, every weight finite and >= 0, some weight > 0."""
+    section = config.models[name].get("checkpoints")
+    weights = {str(k): float(v) for k, v in (section.to_dict() if section else {}).items()}
+    unknown = [m for m in weights if m not in config.models]
+    if unknown:
+        raise ValueError(
+            f"models.{name}.checkpoints names {unknown}, not models of this config "
+            f"{list(config.models)}: add each checkpoint as a config.models entry of its own"
+        )
+    if weights and (
+        not all(np.isfinite(w) and w >= 0 for w in weights.values()) or not sum(weights.values())
+    ):
+        raise ValueError(f"models.{name}.checkpoints weights must be >= 0, not all 0: {weights}")
+    return weights
+
+
+def _check(config: ConfigDict) -> None:
+    BaselineArgs.from_config(config.get("baselines"))
+    for name in config.models:
+        checkpoint_weights(config, name)
+
+
+@stage("baselines", check=_check)
 def run(config: ConfigDict, workdir: Path) -> None:
     args = BaselineArgs.from_config(config.get("baselines"))
     corpus = load_corpus(corpus_dir(workdir))
     for name in config.models:
+        if weights := checkpoint_weights(config, name):
+            on_main(_checkpoint_sum, workdir, name, weights, config.overwrite)
         if any(m in GRADIENT_METHODS for m in args.methods):
             _scoring_baseline(config, workdir, name, corpus, "grad_dot")
             _gradient_cosine(config, workdir, name)
@@ -139,6 +173,38 @@ def _gradient_cosine(config: ConfigDict, workdir: Path, name: str) -> None:
     on_main(_write, workdir, name, source, config.overwrite, "grad_cosine", cosine, record)
 
 
+def _checkpoint_sum(workdir: Path, name: str, weights: dict[str, float], overwrite: bool) -> None:
+    """baselines/<name>/checkpoints/: the listed models' score matrices summed with `weights`
+    (their query rows must be the model's own, in its order)."""
+    own = ScoreFiles(scores_dir(workdir, name))
+    if not own.query_nats.is_file():
+        raise FileNotFoundError(f"baselines {name}/checkpoints: run the scores stage first")
+    rows = read_query_records(own.queries)
+    files = {}
+    for model in weights:
+        files[model] = ScoreFiles(scores_dir(workdir, model))
+        if files[model].missing():
+            raise FileNotFoundError(
+                f"baselines {name}/checkpoints: {files[model].directory} lacks "
+                f"{files[model].missing()}; run the scores stage for model {model!r}"
+            )
+        theirs = [r["id"] for r in read_query_records(files[model].queries)]
+        if theirs != [r["id"] for r in rows]:
+            raise ValueError(
+                f"baselines {name}/checkpoints: model {model!r} scored other query rows than "
+                f"{name!r}; score every checkpoint on the same queries"
+            )
+
+    def combined() -> np.ndarray:
+        scores = [np.load(f.scores) for f in files.values()]
+        return methods.combine_checkpoints(scores, np.asarray(list(weights.values())))
+
+    record = {"weights": weights}
+    inputs = {f"scores_{m}": f.directory for m, f in files.items()}
+    _write(workdir, name, (own.query_nats, rows), overwrite, "checkpoints", combined, record,
+           norms=own.doc_grad_norms, inputs=inputs)  # fmt: skip
+
+
 def _companion(workdir: Path, name: str) -> tuple[Path, Path]:
     """query_nats.npy and the JSONL of the query rows: the influence scores', else grad_dot's."""
     for d in (scores_dir(workdir, name), baselines_dir(workdir, name, "grad_dot")):
@@ -161,11 +227,14 @@ def _write(
     method: str,
     scores_fn: Callable[[], np.ndarray],
     record: dict,
+    norms: Path | None = None,
+    inputs: dict[str, Path] | None = None,
 ) -> None:
-    """Write one baseline directory (unless up to date): scores_fn() [Q, N] as float32, unit
-    doc_grad_norms, and the rows' source = (its query_nats.npy, its query records)."""
+    """Write one baseline directory (unless up to date): scores_fn() [Q, N] as float32, the
+    doc_grad_norms file `norms` (None: all ones), and the rows' source = (its query_nats.npy,
+    its query records); `inputs`: what else the scores were computed from."""
     out = baselines_dir(workdir, name, method)
-    inputs = {"corpus": corpus_dir(workdir), "rows": source[0].parent}
+    inputs = {"corpus": corpus_dir(workdir), "rows": source[0].parent, **(inputs or {})}
     if begin_stage(
         out, {"method": method, **record}, inputs=inputs, overwrite=overwrite, resumes=False
     ):
@@ -174,7 +243,10 @@ def _write(
     files = ScoreFiles(out)
     scores = np.asarray(scores_fn(), np.float32)
     np.save(files.scores, scores)
-    np.save(files.doc_grad_norms, np.ones(scores.shape[1], np.float32))
+    if norms is None:
+        np.save(files.doc_grad_norms, np.ones(scores.shape[1], np.float32))
+    else:
+        shutil.copyfile(norms, files.doc_grad_norms)
     nats, records = source
     if len(records) != scores.shape[0]:
         raise ValueError(

@@ -15,7 +15,7 @@ import pytest
 
 from infljax.models.convert import CheckpointError
 from infljax.models.io import load_model
-from infljax.pipeline import run_stages
+from infljax.pipeline import ConfigError, run_stages
 from tests.models.test_convert import logits
 
 ROOT = Path(__file__).parent.parent.parent
@@ -70,3 +70,49 @@ def test_a_corpus_beyond_the_checkpoint_is_refused_before_converting(tmp_path):
     config.corpus.max_length = 33  # gpt2 fixture: 32 positions
     with pytest.raises(CheckpointError, match="context of .* is 32"):
         run_stages(config, tmp_path / "long", only=["corpus", "pretrain"])
+
+
+def _with_checkpoints(weights: dict) -> object:
+    """The smoke config with a second model, "early", converted from the same checkpoint (an
+    intermediate checkpoint of a family, standing in), and the final model's checkpoint sum."""
+    config = smoke_config()
+    config.unlock()
+    config.models.early = config.models.model.to_dict()
+    config.models.model.checkpoints = weights
+    config.lock()
+    return config
+
+
+@pytest.mark.slow
+def test_multi_checkpoint_scores_are_the_weighted_sum_of_each_checkpoints(tmp_path):
+    # models.<name>.checkpoints = {model: weight} -> baselines/<name>/checkpoints/ holds
+    # sum_c w_c scores_c. Both checkpoints are the same model here, so the sum with weights
+    # summing to 1 is EK-FAC's own matrix (one checkpoint == EK-FAC) up to float32 rounding of
+    # the float64 sum (2 ulp), and each model's scores equal the other's exactly.
+    config = _with_checkpoints({"early": 0.25, "model": 0.75})
+    stages = ["corpus", "pretrain", "factors", "queries", "scores", "baselines"]
+    run_stages(config, tmp_path, only=stages)
+    ekfac = np.load(tmp_path / "scores" / "model" / "scores.npy")
+    early = np.load(tmp_path / "scores" / "early" / "scores.npy")
+    np.testing.assert_array_equal(early, ekfac)
+    out = tmp_path / "baselines" / "model" / "checkpoints"
+    combined = np.load(out / "scores.npy")
+    expected = (0.25 * early.astype(np.float64) + 0.75 * ekfac.astype(np.float64)).astype(
+        np.float32
+    )
+    np.testing.assert_allclose(combined, expected, rtol=2 * np.finfo(np.float32).eps, atol=0)
+    np.testing.assert_allclose(combined, ekfac, rtol=2 * np.finfo(np.float32).eps, atol=0)
+    norms = np.load(tmp_path / "scores" / "model" / "doc_grad_norms.npy")
+    np.testing.assert_array_equal(np.load(out / "doc_grad_norms.npy"), norms)
+    record = json.loads((out / "args.json").read_text())
+    assert record["args"]["weights"] == {"early": 0.25, "model": 0.75} and record["complete"]
+    assert not (tmp_path / "baselines" / "early" / "checkpoints").exists()
+
+
+def test_checkpoints_naming_an_unknown_model_are_refused_before_any_stage(tmp_path):
+    config = _with_checkpoints({"step1000": 0.5, "model": 0.5})
+    with pytest.raises(ConfigError, match=r"names \['step1000'\], not models of this config"):
+        run_stages(config, tmp_path, only=["corpus", "baselines"])
+    assert not (tmp_path / "corpus").exists()
+    with pytest.raises(ConfigError, match="weights must be >= 0"):
+        run_stages(_with_checkpoints({"early": -1.0}), tmp_path, only=["baselines"])
