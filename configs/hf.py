@@ -8,6 +8,11 @@
     python experiments/run.py --config=configs/hf.py:jsonl --workdir=runs/mine \\
         --config.model.path=... --config.corpus.path=... \\
         --config.queries.families.file.path=queries.jsonl
+    python experiments/run.py --config=configs/hf.py:checkpoints2 --workdir=runs/family \
+        --config.model.path=/models/pythia-160m/step143000 --config.model.weight=0.2 \
+        --config.model.checkpoint_1=/models/pythia-160m/step50000 --config.model.weight_1=0.4 \
+        --config.model.checkpoint_2=/models/pythia-160m/step100000 --config.model.weight_2=0.4 \
+        --config.corpus.path=corpus.jsonl
     python experiments/run.py --config=configs/hf.py:smoke --workdir=/tmp/hf_smoke   (tests)
 
 Supported ``model_type``: gpt2, llama, gpt_neox, cohere (`infljax.models.convert`). Nothing is
@@ -25,8 +30,14 @@ names them alike: ``mlp.fc_in``/``mlp.fc_out`` for GPT-2 and GPT-NeoX, ``mlp.gat
 ``up_proj``/``down_proj`` for Llama and Cohere), so one regex serves all; add attention with
 ``--config.factors.layers='("blocks\\.\\d+\\.(mlp|attn)\\..*",)'``.
 Variants (comma-separated): ``pair`` (two models, small and large, as the study's 7B and 35B),
-``jsonl`` (queries from a file instead of the built-in fresh-problem families), ``smoke`` (a tiny
-fixture checkpoint shipped in tests/fixtures/hf/smoke).
+``jsonl`` (queries from a file instead of the built-in fresh-problem families), ``checkpoints<C>``
+(multi-checkpoint EK-FAC: C intermediate checkpoints of the model's family,
+``model.checkpoint_<i>``, become models ``checkpoint_<i>``, each fitted and scored; the
+baselines stage writes
+``baselines/model/checkpoints/`` = Σ weight_c · scores_c with ``model.weight_<i>`` and
+``model.weight`` for the final one: the learning rate the family's schedule spent in each
+checkpoint's segment of training, which checkpoints do not record), ``smoke`` (a tiny fixture
+checkpoint shipped in tests/fixtures/hf/smoke).
 """
 
 from pathlib import Path
@@ -40,7 +51,7 @@ MLP_LAYERS = (r"blocks\.\d+\.mlp\..*",)
 
 def get_config(arg: str | None = None) -> ConfigDict:
     flags = [f for f in (arg or "").split(",") if f]
-    unknown = [f for f in flags if f not in VARIANTS]
+    unknown = [f for f in flags if f not in VARIANTS and not _checkpoint_count(f)]
     if unknown:
         raise ValueError(f"configs/hf.py: unknown variant(s) {unknown}; valid: {VARIANTS[1:]}")
     smoke = "smoke" in flags
@@ -57,6 +68,10 @@ def get_config(arg: str | None = None) -> ConfigDict:
     config.model = model(smoke, "pair" in flags)
     config.corpus = corpus(smoke, config.model)
     config.models = models(config.model, "pair" in flags)
+    if count := max((_checkpoint_count(f) for f in flags), default=0):
+        if "pair" in flags:
+            raise ValueError("configs/hf.py: checkpoints<C> studies one model family, not a pair")
+        checkpoints(config, count, smoke)
     config.factors = factors(smoke)
     config.queries = queries(smoke, "jsonl" in flags)
     config.scores = scores(smoke)
@@ -78,6 +93,32 @@ def model(smoke: bool, pair: bool) -> ConfigDict:
     return ConfigDict(section)
 
 
+def _checkpoint_count(flag: str) -> int:
+    """C of a ``checkpoints<C>`` variant (0: another flag)."""
+    digits = flag.removeprefix("checkpoints")
+    return int(digits) if flag.startswith("checkpoints") and digits.isdigit() else 0
+
+
+def checkpoints(config: ConfigDict, count: int, smoke: bool) -> None:
+    """Models ``checkpoint_1`` .. ``checkpoint_<count>`` from ``model.checkpoint_<i>``,
+    converted like the final ``model``, and its checkpoint sum (the baselines stage)."""
+    weights = {}
+    for i in range(1, count + 1):
+        config.model[f"checkpoint_{i}"] = str(SMOKE) if smoke else ""
+        config.model[f"weight_{i}"] = 1.0 / (count + 1)
+        config.models[f"checkpoint_{i}"] = converted(config.model, f"checkpoint_{i}")
+        weights[f"checkpoint_{i}"] = config.model.get_ref(f"weight_{i}")
+    config.model.weight = 1.0 / (count + 1)
+    weights["model"] = config.model.get_ref("weight")
+    config.models.model.checkpoints = weights
+    stages = config.stages
+    config.stages = (
+        *stages[: stages.index("analysis")],
+        "baselines",
+        *stages[stages.index("analysis") :],
+    )
+
+
 def follow(section: ConfigDict, key: str) -> FieldReference:
     """A field that takes `section.key`'s value (also when overridden on the command line) until
     it is set itself; setting it does not change `section.key` (a derived reference)."""
@@ -88,13 +129,17 @@ def follow(section: ConfigDict, key: str) -> FieldReference:
 def models(section: ConfigDict, pair: bool) -> ConfigDict:
     """config.models.<name>: ``checkpoint`` (converted by the pretrain stage) and ``convert``."""
 
-    def one(path_field: str) -> dict:
-        convert = {k: follow(section, k) for k in ("dtype", "shard", "max_length")}
-        return {"checkpoint": follow(section, path_field), "convert": convert}
-
     if pair:
-        return ConfigDict({"small": one("path"), "large": one("large_path")})
-    return ConfigDict({"model": one("path")})
+        return ConfigDict(
+            {"small": converted(section, "path"), "large": converted(section, "large_path")}
+        )
+    return ConfigDict({"model": converted(section, "path")})
+
+
+def converted(section: ConfigDict, path_field: str) -> dict:
+    """A model converted from the checkpoint at `section.<path_field>`, as `section` says."""
+    convert = {k: follow(section, k) for k in ("dtype", "shard", "max_length")}
+    return {"checkpoint": follow(section, path_field), "convert": convert}
 
 
 def corpus(smoke: bool, section: ConfigDict) -> ConfigDict:

@@ -22,11 +22,11 @@ ROOT = Path(__file__).parent.parent.parent
 SMOKE = ROOT / "tests" / "fixtures" / "hf" / "smoke"
 
 
-def smoke_config():
+def smoke_config(variant: str = "smoke"):
     spec = importlib.util.spec_from_file_location("hf_config", ROOT / "configs" / "hf.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config("smoke")
+    return module.get_config(variant)
 
 
 @pytest.mark.slow
@@ -73,8 +73,7 @@ def test_a_corpus_beyond_the_checkpoint_is_refused_before_converting(tmp_path):
 
 
 def _with_checkpoints(weights: dict) -> object:
-    """The smoke config with a second model, "early", converted from the same checkpoint (an
-    intermediate checkpoint of a family, standing in), and the final model's checkpoint sum."""
+    """The smoke config with a second model, "early", and the final model's checkpoints."""
     config = smoke_config()
     config.unlock()
     config.models.early = config.models.model.to_dict()
@@ -85,15 +84,16 @@ def _with_checkpoints(weights: dict) -> object:
 
 @pytest.mark.slow
 def test_multi_checkpoint_scores_are_the_weighted_sum_of_each_checkpoints(tmp_path):
-    # models.<name>.checkpoints = {model: weight} -> baselines/<name>/checkpoints/ holds
-    # sum_c w_c scores_c. Both checkpoints are the same model here, so the sum with weights
-    # summing to 1 is EK-FAC's own matrix (one checkpoint == EK-FAC) up to float32 rounding of
-    # the float64 sum (2 ulp), and each model's scores equal the other's exactly.
-    config = _with_checkpoints({"early": 0.25, "model": 0.75})
-    stages = ["corpus", "pretrain", "factors", "queries", "scores", "baselines"]
-    run_stages(config, tmp_path, only=stages)
+    # configs/hf.py:checkpoints1 -> models.model.checkpoints = {checkpoint_1: w_1, model: w}
+    # -> baselines/model/checkpoints/ holds sum_c w_c scores_c. Both checkpoints are the same
+    # fixture here (standing in for an intermediate checkpoint of a family), so the sum with
+    # weights summing to 1 is EK-FAC's own matrix (one checkpoint == EK-FAC) up to float32
+    # rounding of the float64 sum (2 ulp), and each model's scores equal the other's exactly.
+    config = smoke_config("checkpoints1,smoke")
+    config.model.weight_1, config.model.weight = 0.25, 0.75
+    run_stages(config, tmp_path, only=[s for s in config.stages if s not in ("analysis", "report")])
     ekfac = np.load(tmp_path / "scores" / "model" / "scores.npy")
-    early = np.load(tmp_path / "scores" / "early" / "scores.npy")
+    early = np.load(tmp_path / "scores" / "checkpoint_1" / "scores.npy")
     np.testing.assert_array_equal(early, ekfac)
     out = tmp_path / "baselines" / "model" / "checkpoints"
     combined = np.load(out / "scores.npy")
@@ -105,8 +105,9 @@ def test_multi_checkpoint_scores_are_the_weighted_sum_of_each_checkpoints(tmp_pa
     norms = np.load(tmp_path / "scores" / "model" / "doc_grad_norms.npy")
     np.testing.assert_array_equal(np.load(out / "doc_grad_norms.npy"), norms)
     record = json.loads((out / "args.json").read_text())
-    assert record["args"]["weights"] == {"early": 0.25, "model": 0.75} and record["complete"]
-    assert not (tmp_path / "baselines" / "early" / "checkpoints").exists()
+    assert record["args"]["weights"] == {"checkpoint_1": 0.25, "model": 0.75}
+    assert record["complete"]
+    assert not (tmp_path / "baselines" / "checkpoint_1" / "checkpoints").exists()
 
 
 def test_checkpoints_naming_an_unknown_model_are_refused_before_any_stage(tmp_path):
