@@ -13,11 +13,11 @@ ARGS_FILE = "args.json"  # every stage directory's record (`StageRecord`)
 
 @dataclasses.dataclass(frozen=True)
 class StageRecord:
-    """A stage directory's ``args.json``: the arguments the stage ran with, the fingerprints of
-    its inputs, whether it finished and the id of the run that finished it."""
+    """What readers take from a stage directory's ``args.json``: the arguments the stage ran
+    with, whether it finished and the id of the run that finished it (the input fingerprints
+    are `infljax.checkpoints.begin_stage`'s own)."""
 
     args: dict
-    inputs: dict
     complete: bool = False
     run: str | None = None
 
@@ -30,7 +30,6 @@ class StageRecord:
         saved = json.loads(path.read_text())
         return cls(
             args=saved.get("args", {}),
-            inputs=saved.get("inputs", {}),
             complete=bool(saved.get("complete")),
             run=saved.get("run"),
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import warnings
 from collections.abc import Callable, Sequence
@@ -147,6 +148,11 @@ def completion_batch(tokens: np.ndarray, prompt_lengths: np.ndarray, lengths: np
     first, stop = np.asarray(prompt_lengths)[:, None] - 1, np.asarray(lengths)[:, None] - 1
     weights = ((positions >= first) & (positions < stop)).astype(np.float32)
     return Batch(jnp.asarray(tokens), jnp.asarray(targets), jnp.asarray(weights))
+
+
+def records_sha256(records: Sequence[dict]) -> str:
+    """What stage records keep of a list of query records: the sha256 of their sorted JSON."""
+    return hashlib.sha256(json.dumps(list(records), sort_keys=True).encode()).hexdigest()
 
 
 def read_query_records(path: str | Path, model: str | None = None) -> list[dict]:

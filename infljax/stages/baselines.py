@@ -183,10 +183,10 @@ def _checkpoint_sum(workdir: Path, name: str, weights: dict[str, float], overwri
     files = {}
     for model in weights:
         files[model] = ScoreFiles(scores_dir(workdir, model))
-        if files[model].missing():
+        if missing := files[model].missing():
             raise FileNotFoundError(
-                f"baselines {name}/checkpoints: {files[model].directory} lacks "
-                f"{files[model].missing()}; run the scores stage for model {model!r}"
+                f"baselines {name}/checkpoints: {files[model].directory} lacks {missing}; run "
+                f"the scores stage for model {model!r}"
             )
         theirs = [r["id"] for r in read_query_records(files[model].queries)]
         if theirs != [r["id"] for r in rows]:

@@ -21,7 +21,6 @@ Per model, ``<workdir>/scores/<name>/`` holds (DESIGN §4):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 import warnings
@@ -55,6 +54,7 @@ from infljax.influence.measurement import (
     encode_queries,
     query_nats,
     read_query_records,
+    records_sha256,
 )
 from infljax.models.capture import select_layers
 from infljax.models.io import load_model
@@ -291,9 +291,7 @@ def _record(inputs: ModelInputs, args: ScoresArgs) -> dict:
         return {"args": own}
     return {
         "args": own,
-        "queries_sha256": hashlib.sha256(
-            json.dumps(inputs.records, sort_keys=True).encode()
-        ).hexdigest(),
+        "queries_sha256": records_sha256(inputs.records),
         "model": recorded_args(inputs.model_dir),
         "factors": recorded_args(inputs.factors_dir) if args.strategy != "identity" else None,
         "corpus": {"documents": inputs.corpus.num_documents, "tokens": inputs.corpus.num_tokens},

@@ -55,7 +55,13 @@ from infljax.curvature.strategies import DampingArgs
 from infljax.data.corpus import TokenizedCorpus, load_corpus
 from infljax.data.tokenization import load_tokenizer, read_tokenizer_info
 from infljax.distributed import MeshArgs, make_mesh
-from infljax.influence.measurement import QueryText, QueryTokens, encode_queries, read_query_records
+from infljax.influence.measurement import (
+    QueryText,
+    QueryTokens,
+    encode_queries,
+    read_query_records,
+    records_sha256,
+)
 from infljax.influence.model_scores import InfluenceArgs, influence_scores
 from infljax.models.io import read_model_config
 from infljax.pipeline import stage, write_json
@@ -301,12 +307,11 @@ class _Cache:
     retrained model or another corpus gets new ones; `used` maps each kind to its folder."""
 
     def __init__(self, root: Path, inputs: dict, records: list[dict]):
-        text = json.dumps(records, sort_keys=True).encode()
         self.root, self.used = root, {}
         self.identity = {
             "model": fingerprint(inputs["model"]),
             "corpus": fingerprint(inputs["corpus"]),
-            "queries_sha256": hashlib.sha256(text).hexdigest(),
+            "queries_sha256": records_sha256(records),
         }
 
     def folder(self, kind: str, **settings) -> Path:
