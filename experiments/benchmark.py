@@ -45,7 +45,7 @@ from infljax.curvature.state import Counts, Statistics, zero_covariance, zero_la
 from infljax.distributed import make_mesh, replicate, shard_batch
 from infljax.influence.query_grads import LowRankQueries
 from infljax.influence.scoring import ScoreArgs, make_plan, make_score_fn
-from infljax.models.capture import DEFAULT_LAYERS, select_layers
+from infljax.models.capture import DEFAULT_LAYERS, by_layer, select_layers
 from infljax.models.decoder import Decoder, DecoderConfig, num_params
 from infljax.models.losses import Batch, summed_nll
 from infljax.planning import Layout, ModelShapes, Workload, compiled_bytes, estimate
@@ -154,8 +154,7 @@ class _FitSteps:
         return static | {"placement": "replicated"}
 
     def _zeros(self, zero_fn):
-        shapes = passes.layer_shapes(self.model, self.layers)
-        return replicate(zero_fn(shapes, passes.factor_dtype(self.model, self.layers)), self.mesh)
+        return passes.zero_sums(zero_fn, self.model, self.layers, self.mesh, "replicated")
 
     def covariance(self) -> tuple[Measurement, dict]:
         """The measurement and the sums (their eigenbases feed the lambda step)."""
@@ -174,7 +173,7 @@ class _FitSteps:
         seed, rb, params = jnp.asarray(0, jnp.uint32), self.row_batch, self.params
         n = int(rb.batch.inputs.size)
         counts = Counts(n, int(rb.rows.size))
-        bases = eigendecompose(Statistics(jax.device_get(covariance_sums), counts))
+        bases = eigendecompose(Statistics(by_layer(jax.device_get(covariance_sums)), counts))
         bases, sums = replicate(bases, self.mesh), self._zeros(zero_lambdas)
         step, compiling = _compile(
             lambda: passes.lambda_step.lower(

@@ -4,16 +4,15 @@ One mesh with axes ``("data", "model")``: batches are sharded over ``data``. Par
 replicated, or with ``params="fsdp"`` (ZeRO-3 / FSDP style) each tensor is split over ``data``
 along its largest divisible dimension and gathered inside the step where it is used
 (`param_specs`, `place`, `gather`): at rest a device holds 1/data of the model, and a step
-gathers one block or layer at a time (`in_sequence`, `after`; the blocks in
-`infljax.models.capture`). Statistics are reduced with `jax.shard_map` + `psum` over ``data``
-by the stages that accumulate them.
+gathers one block or layer at a time (the scans and loops of `infljax.models.capture`, with
+`after` for the order inside a block). Statistics are reduced with `jax.shard_map` + `psum`
+over ``data`` by the stages that accumulate them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -110,14 +109,20 @@ def split_axis(shape: tuple[int, ...], size: int) -> int | None:
     return None
 
 
-def param_specs(tree, mesh: Mesh, placement: str):
-    """`param_spec` of every leaf (works on tracers too: only shapes are read)."""
+def param_specs(tree, mesh: Mesh, placement: str, stacked: bool = False):
+    """`param_spec` of every leaf (works on tracers too: only shapes are read). `stacked`: each
+    leaf stacks one array per layer along its leading axis, which is never split (each layer
+    is split as it would be alone)."""
+    if stacked:
+        return jax.tree.map(
+            lambda x: PartitionSpec(None, *param_spec(tuple(x.shape[1:]), mesh, placement)), tree
+        )
     return jax.tree.map(lambda x: param_spec(tuple(x.shape), mesh, placement), tree)
 
 
-def place(tree, mesh: Mesh, placement: str = "replicated"):
+def place(tree, mesh: Mesh, placement: str = "replicated", stacked: bool = False):
     """Put a parameter tree on `mesh` as `placement` says (see `param_specs`)."""
-    specs = param_specs(tree, mesh, placement)
+    specs = param_specs(tree, mesh, placement, stacked)
     return put(tree, jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=_is_spec))
 
 
@@ -145,18 +150,6 @@ def reduce_over_data(tree, specs):
         return jax.lax.psum(x, "data")
 
     return jax.tree.map(reduce, tree, specs, is_leaf=lambda s: isinstance(s, PartitionSpec))
-
-
-def in_sequence(fn: Callable, inputs: dict) -> dict:
-    """{key: fn(key, value)} in the order of `inputs`, each value made to depend on the previous
-    result. Inside one jit XLA would otherwise run the independent steps side by side and hold
-    all their intermediates at once: every layer's gathered pieces, or every layer's batch
-    statistics before their reduce-scatter. Pass as values the small arguments each step
-    starts from (its pieces, the mask), not large activations: each is copied once."""
-    out, previous = {}, None
-    for key, value in inputs.items():
-        out[key] = previous = fn(key, value if previous is None else after(value, previous))
-    return out
 
 
 def after(value, previous):

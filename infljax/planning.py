@@ -378,7 +378,7 @@ class _Parts:
 
     def _sums(self, per_layer: list[Shapes]) -> Parts:
         """A pass's sums (the arrays of each layer): the running ones and this batch's, formed
-        one layer at a time (`infljax.distributed.in_sequence`). A split array's are formed in
+        one layer at a time (`infljax.models.capture.Captured.map`). A split array's are formed in
         full and reduce-scattered into a second slice; the others are all-reduced in place."""
         shards, itemsize = self.layout.factor_shards, self.shapes.stats_itemsize
         arrays = [a for layer in per_layer for a in layer]
@@ -417,7 +417,7 @@ class _Parts:
     def covariance(self) -> Parts:
         """A and S sums; `a` and `g` in the statistics dtype. With the whole model, every
         tracked layer's: the layers' statistics are formed one after the other once the
-        backward is done (`infljax.distributed.in_sequence`), so all are live then. Block-wise
+        backward is done (`infljax.models.capture.Captured.map`), so all are live then. Block-wise
         (split parameters) one layer's at a time, as XLA's figures show (d128–256, 2–4
         blocks: 1.08–1.23 of them, against 1.41–1.50 counting every layer's)."""
         layers = self.shapes.layers.values()
@@ -498,7 +498,7 @@ class _Parts:
     def _contraction(self, per_layer: list[tuple[int, int]]) -> int:
         """One layer's intermediates and its query factors laid out again (for a split plan,
         the gathered layer counted in the plan is that copy): the layers are contracted one
-        after the other (`infljax.distributed.in_sequence`)."""
+        after the other (`infljax.models.capture.Captured.map`)."""
         relaid = self.layout.factor_shards == 1
         return max(n + (r if relaid else 0) for n, r in per_layer)
 

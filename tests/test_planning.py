@@ -86,14 +86,18 @@ class Steps:
 
     def covariance(self) -> int:
         params, static, shapes, dtype, seed = self._fit_inputs()
-        sums = self._place(zero_covariance(shapes, dtype))
+        sums = passes.zero_sums(
+            zero_covariance, self.model, static["layers"], self.mesh, self.placement
+        )
         step = passes.covariance_step.lower(params, sums, seed, self._row_batch(), **static)
         return planning.compiled_bytes(step.compile())
 
     def lambdas(self, chunk: int) -> int:
         params, static, shapes, dtype, seed = self._fit_inputs()
         bases = self._place({p: _basis(o, i, dtype) for p, (o, i) in shapes.items()})
-        sums = self._place(zero_lambdas(shapes, dtype))
+        sums = passes.zero_sums(
+            zero_lambdas, self.model, static["layers"], self.mesh, self.placement
+        )
         step = passes.lambda_step.lower(
             params, bases, sums, seed, self._row_batch(), chunk=chunk, **static
         )

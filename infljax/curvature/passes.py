@@ -39,13 +39,12 @@ from infljax.data.corpus import TokenizedCorpus, read_rows
 from infljax.distributed import (
     gather,
     global_batch,
-    in_sequence,
     param_specs,
     place,
     reduce_over_data,
     to_host,
 )
-from infljax.models.capture import capture, layer_module, layer_shapes
+from infljax.models.capture import by_layer, by_site, capture, layer_module, layer_shapes, sites
 from infljax.models.losses import Batch
 from infljax.multihost import process_count
 
@@ -154,22 +153,23 @@ def _sample_key(fisher: str, seed: jax.Array, rows: jax.Array) -> jax.Array | No
 
 
 def _sharded_step(local: Callable, mesh: Mesh, placement: str, placed: tuple, sums) -> Callable:
-    """shard_map of `local(specs, reduce, *placed, seed, row_batch) -> (sums, counts)`.
+    """shard_map of `local(specs, reduce, sums, *placed, seed, row_batch) -> (sums, counts)`.
 
-    The `placed` arguments (parameters, eigenbases) and the running `sums` are replicated or,
-    under ``fsdp``, split over data (`infljax.distributed.param_specs`): `local` receives this
-    device's pieces of the placed arguments and `specs`, their PartitionSpecs (None when
-    replicated), and gathers each piece where it is used. `reduce(path, new)` sums one layer's
-    batch statistics over data; split, each device keeps only its slice of the sum (a
+    The `placed` arguments (parameters, eigenbases) are replicated or, under ``fsdp``, split
+    over data (`infljax.distributed.param_specs`): `local` receives this device's pieces and
+    `specs`, their PartitionSpecs (None when replicated), and gathers each piece where it is
+    used. The running `sums` are kept per site, stacked (`infljax.models.capture.by_site`), and
+    placed alike, each layer's slice split as the layer alone would be. `reduce(new)` sums one
+    layer's batch statistics over data; split, each device keeps only its slice of the sum (a
     reduce-scatter instead of an all-reduce). The batch is split over data.
     """
     specs = tuple(param_specs(x, mesh, placement) for x in placed)
-    sum_specs = param_specs(sums, mesh, placement)
-    in_specs = (*specs, P(), P("data"))
+    sum_specs = param_specs(sums, mesh, placement, stacked=True)
+    in_specs = (sum_specs, *specs, P(), P("data"))
     split = specs if placement == "fsdp" else None
 
-    def reduce(path: str, new):
-        return reduce_over_data(new, sum_specs[path])
+    def reduce(new):
+        return reduce_over_data(new, param_specs(new, mesh, placement))
 
     def body(*args):
         new, counts = local(split, reduce, *args)
@@ -185,22 +185,21 @@ _STATIC = ("graphdef", "layers", "mesh", "fisher", "placement")
 def covariance_step(
     params, sums, seed, row_batch: RowBatch, *, graphdef, layers, mesh, fisher, placement
 ):
-    """sums + this batch's Σ a aᵀ, Σ g gᵀ; and int32 [2] (tokens, sequences) of the batch."""
+    """sums + this batch's Σ a aᵀ, Σ g gᵀ (sums per site, `zero_sums`); and int32 [2] (tokens,
+    sequences) of the batch."""
 
-    def local(specs, reduce, params, seed, rb: RowBatch):
+    def local(specs, reduce, sums, params, seed, rb: RowBatch):
         model = nnx.merge(graphdef, params)
         key = _sample_key(fisher, seed, rb.rows)
         _, io = capture(model, rb.batch, layers, sample_key=key, specs=_first(specs))
         mask = rb.batch.mask
 
-        def layer(path, mask):  # one layer's batch statistics at a time
-            return reduce(path, statistics.covariance_sums(io[path], mask))
+        def layer(path, layer_io, _):  # one layer's batch statistics at a time
+            return reduce(statistics.covariance_sums(layer_io, mask))
 
-        return in_sequence(layer, dict.fromkeys(layers, mask)), statistics.batch_counts(mask)
+        return io.accumulate(layer, sums), statistics.batch_counts(mask)
 
-    step = _sharded_step(local, mesh, placement, (params,), sums)
-    new, counts = step(params, seed, row_batch)
-    return jax.tree.map(jnp.add, sums, new), counts
+    return _sharded_step(local, mesh, placement, (params,), sums)(sums, params, seed, row_batch)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC + ("chunk",), donate_argnames=("sums",))
@@ -218,25 +217,34 @@ def lambda_step(
     placement,
     chunk,
 ):
-    """sums + this batch's Σ (Q_Sᵀ G Q_A)², Σ G²; and int32 [2] (tokens, sequences)."""
+    """sums + this batch's Σ (Q_Sᵀ G Q_A)², Σ G² (sums per site, `zero_sums`); and int32 [2]
+    (tokens, sequences)."""
 
-    def local(specs, reduce, params, bases, seed, rb: RowBatch):
+    def local(specs, reduce, sums, params, bases, seed, rb: RowBatch):
         model = nnx.merge(graphdef, params)
         key = _sample_key(fisher, seed, rb.rows)
         _, io = capture(model, rb.batch, layers, sample_key=key, specs=_first(specs))
         mask = rb.batch.mask
 
-        def layer(path, inputs):  # one layer's eigenbasis and batch statistics at a time
-            mask, basis = inputs
+        def layer(path, layer_io, basis):  # one layer's eigenbasis and statistics at a time
             basis = basis if specs is None else gather(basis, specs[1][path])
-            return reduce(path, statistics.lambda_sums(io[path], mask, basis, chunk))
+            return reduce(statistics.lambda_sums(layer_io, mask, basis, chunk))
 
-        new = in_sequence(layer, {p: (mask, bases[p]) for p in layers})
+        new = io.accumulate(layer, sums, {p: bases[p] for p in layers})
         return new, statistics.batch_counts(mask)
 
     step = _sharded_step(local, mesh, placement, (params, bases), sums)
-    new, counts = step(params, bases, seed, row_batch)
-    return jax.tree.map(jnp.add, sums, new), counts
+    return step(sums, params, bases, seed, row_batch)
+
+
+def zero_sums(
+    zero: Callable, model: nnx.Module, layers: Sequence[str], mesh: Mesh, placement: str
+) -> dict:
+    """The zero running sums of a pass (`zero`: `zero_covariance` or `zero_lambdas`), kept per
+    site and stacked as the steps accumulate them (`infljax.models.capture.by_site`), placed
+    on `mesh`."""
+    per_layer = zero(layer_shapes(model, layers), factor_dtype(model, layers))
+    return place(by_site(per_layer, sites(model, layers)), mesh, placement, stacked=True)
 
 
 def _first(specs: tuple | None):
@@ -270,7 +278,7 @@ def _run_pass(step: Callable, sums, batches, mesh: Mesh, progress) -> Statistics
         if progress is not None:
             progress(int(np.sum(np.asarray(row_batch.rows) >= 0)))
     total = np.sum(np.asarray(to_host(counts), np.int64).reshape(-1, 2), axis=0)
-    return Statistics(to_host(sums), Counts(int(total[0]), int(total[1])))
+    return Statistics(by_layer(to_host(sums)), Counts(int(total[0]), int(total[1])))
 
 
 def factor_dtype(model: nnx.Module, layers: Sequence[str]) -> jnp.dtype:
@@ -278,10 +286,9 @@ def factor_dtype(model: nnx.Module, layers: Sequence[str]) -> jnp.dtype:
     return statistics.stats_dtype(layer_module(model, layers[0]).kernel[...].dtype)
 
 
-def _split(model: nnx.Module, layers: Sequence[str], mesh: Mesh, placement: str):
+def _split(model: nnx.Module, mesh: Mesh, placement: str):
     graphdef, params = nnx.split(model)
-    shapes = layer_shapes(model, layers)
-    return graphdef, place(params, mesh, placement), shapes, factor_dtype(model, layers)
+    return graphdef, place(params, mesh, placement)
 
 
 def covariance_pass(
@@ -296,7 +303,7 @@ def covariance_pass(
     """Σ a aᵀ, Σ g gᵀ and the counts over `batches` (each batch size divisible by mesh data).
 
     `placement`: the parameters replicated or FSDP-split over data (`infljax.distributed`)."""
-    graphdef, params, shapes, dtype = _split(model, layers, mesh, placement)
+    graphdef, params = _split(model, mesh, placement)
     static = dict(graphdef=graphdef, layers=tuple(layers), mesh=mesh, fisher=args.fisher)
     static["placement"] = placement
     seed = jnp.asarray(args.seed, jnp.uint32)
@@ -304,7 +311,7 @@ def covariance_pass(
     def step(sums, row_batch):
         return covariance_step(params, sums, seed, row_batch, **static)
 
-    sums = place(zero_covariance(shapes, dtype), mesh, placement)
+    sums = zero_sums(zero_covariance, model, layers, mesh, placement)
     return _run_pass(step, sums, batches, mesh, progress)
 
 
@@ -319,7 +326,7 @@ def lambda_pass(
     placement: str = "replicated",
 ) -> Statistics[LambdaSums]:
     """Σ (Q_Sᵀ G Q_A)², Σ G² over sequences and the counts, in the eigenbases `bases`."""
-    graphdef, params, shapes, dtype = _split(model, layers, mesh, placement)
+    graphdef, params = _split(model, mesh, placement)
     static = dict(graphdef=graphdef, layers=tuple(layers), mesh=mesh, fisher=args.fisher)
     static["placement"] = placement
     static["chunk"] = args.chunk_for(mesh)
@@ -329,7 +336,7 @@ def lambda_pass(
     def step(sums, row_batch):
         return lambda_step(params, bases, sums, seed, row_batch, **static)
 
-    sums = place(zero_lambdas(shapes, dtype), mesh, placement)
+    sums = zero_sums(zero_lambdas, model, layers, mesh, placement)
     return _run_pass(step, sums, batches, mesh, progress)
 
 

@@ -37,7 +37,8 @@ def make_token_scores_fn(
 
     def local(state, batch, plan):
         _, io = capture(nnx.merge(graphdef, state), batch, layers)
-        return sum(contraction.token_scores(io[p], plan[p]) for p in layers)
+        scores = io.map(lambda _, x, layer_plan: contraction.token_scores(x, layer_plan), plan)
+        return sum(scores.values())
 
     sharded = jax.shard_map(
         local, mesh=mesh, in_specs=(P(), P("data"), P()), out_specs=P(None, "data")

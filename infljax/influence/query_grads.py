@@ -24,7 +24,6 @@ from jax.sharding import PartitionSpec as P
 from infljax.curvature import DampingArgs, Factors, precondition
 from infljax.distributed import (
     gather,
-    in_sequence,
     on_mesh,
     param_specs,
     place,
@@ -125,7 +124,7 @@ def make_query_grads_fn(
 
     def grads(state, batch):
         _, io = capture(nnx.merge(graphdef, state), batch, layers)
-        return {p: jnp.einsum("bto,bti->boi", x.g, x.a) for p, x in io.items()}
+        return io.map(lambda _, x, __: jnp.einsum("bto,bti->boi", x.g, x.a))
 
     return jax.jit(grads)
 
@@ -190,11 +189,17 @@ def compress(
     return out
 
 
-def query_keys(seed: int, path: str, rows: jax.Array) -> jax.Array:
-    """Keys [Q] of the randomized SVD: query `row` of layer `path` uses
-    fold_in(fold_in(key(seed), crc32(path)), row), whatever chunk, device or group of layers
-    computes it."""
-    base = jax.random.fold_in(jax.random.key(seed), zlib.crc32(path.encode()) & 0x7FFFFFFF)
+def layer_key(path: str) -> jax.Array:
+    """The layer's number in `query_keys`: crc32 of its path, as an int32 scalar."""
+    return jnp.asarray(zlib.crc32(path.encode()) & 0x7FFFFFFF, jnp.int32)
+
+
+def query_keys(seed: int, layer: str | jax.Array, rows: jax.Array) -> jax.Array:
+    """Keys [Q] of the randomized SVD: query `row` of a layer uses
+    fold_in(fold_in(key(seed), layer_key(path)), row), whatever chunk, device or group of
+    layers computes it. `layer`: the path, or its `layer_key`."""
+    layer = layer_key(layer) if isinstance(layer, str) else layer
+    base = jax.random.fold_in(jax.random.key(seed), layer)
     return jax.vmap(lambda row: jax.random.fold_in(base, row))(jnp.maximum(rows, 0))
 
 
@@ -238,7 +243,7 @@ def make_query_plan_fn(
     """A jitted `(state, batch, rows, factors) -> {layer: LayerQueries}` of every row of the
     batch: capture, then per layer the per-sequence gradient, its preconditioning and its
     factorisation (dense when `args.rank` is 0), all in one step and one layer at a time
-    (`infljax.distributed.in_sequence`), so only one layer's dense gradients exist at once.
+    (`infljax.models.capture.Captured.map`), so only one layer's dense gradients exist at once.
 
     The batch and `rows` (each row's query index, seeding its randomized sketch) are split over
     ``data``: each device prepares its own queries. The state and the factors are replicated or
@@ -252,18 +257,18 @@ def make_query_plan_fn(
         state_specs, factor_specs = specs if split else (None, None)
         _, io = capture(nnx.merge(graphdef, state), batch, layers, specs=state_specs)
 
-        def layer(path, inputs):
-            g, layer_factors = inputs
+        def layer(path, layer_io, inputs):  # one layer's gradients at a time
+            layer_factors, layer_id = inputs
             if factor_specs is not None and layer_factors is not None:
                 layer_factors = gather(layer_factors, factor_specs[path])
-            grads = jnp.einsum("bto,bti->boi", g, io[path].a)
+            grads = jnp.einsum("bto,bti->boi", layer_io.g, layer_io.a)
             pre = precondition(strategy, layer_factors, grads, damping)
             if args.rank == 0 or not factorise_here:
                 return DenseQueries(pre)
-            return factorise(pre, args, query_keys(args.seed, path, rows))
+            return factorise(pre, args, query_keys(args.seed, layer_id, rows))
 
         factors = dict.fromkeys(layers) if factors is None else factors
-        return in_sequence(layer, {p: (io[p].g, factors[p]) for p in layers})
+        return io.map(layer, {p: (factors[p], layer_key(p)) for p in layers})
 
     def step(state, batch, rows, factors):
         specs = tuple(param_specs(x, mesh, placement) for x in (state, factors))

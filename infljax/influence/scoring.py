@@ -28,7 +28,6 @@ from infljax.data.corpus import TokenizedCorpus, read_rows
 from infljax.distributed import (
     gather,
     global_batch,
-    in_sequence,
     on_mesh,
     param_specs,
     process_rows,
@@ -167,18 +166,12 @@ def make_score_fn(
         model = nnx.merge(graphdef, state)
         _, io = capture(model, batch, layers, specs=state_specs)
 
-        def layer(path, inputs):  # one layer's contraction (and gathered plan) at a time
-            g, tied = inputs
-            layer_plan = plan[path] if tied is None else tied
+        def layer(path, layer_io, layer_plan):  # one layer's contraction (and plan) at a time
             if plan_specs is not None:
                 layer_plan = gather(layer_plan, plan_specs[path])
-            return contraction.layer_scores(dataclasses.replace(io[path], g=g), layer_plan)
+            return contraction.layer_scores(layer_io, layer_plan)
 
-        # What each layer's contraction waits for: its `g`, and its plan when that is split
-        # (the gather) or low-rank (XLA lays the factors out again, for every layer at once if
-        # free to). A whole dense plan is left alone: tying it would copy it.
-        inputs = {p: (io[p].g, _tied_plan(plan[p], plan_specs)) for p in layers}
-        results = in_sequence(layer, inputs).values()
+        results = io.map(layer, {p: plan[p] for p in layers}).values()
         per_layer = jnp.stack([scores for scores, _ in results])
         return BatchScores(
             scores=jnp.sum(per_layer, axis=0),
@@ -202,25 +195,21 @@ def make_score_fn(
     return jax.jit(step, out_shardings=replicated(mesh))
 
 
-def _tied_plan(layer_plan: LayerQueries, specs) -> LayerQueries | None:
-    split = specs is not None
-    return layer_plan if split or isinstance(layer_plan, LowRankQueries) else None
-
-
 def _self_influence(io, layers, how: SelfInfluence | None, factors, specs) -> jax.Array:
     """[B] Σ_layers ⟨IHVP(G_m), G_m⟩, or zeros when `how` is None. `specs`: how the factors
     are split (None: whole); one layer's are gathered at a time."""
     if how is None:
         return jnp.zeros(io[layers[0]].g.shape[:1], io[layers[0]].g.dtype)
-    total = 0.0
-    for path in layers:
-        grads = contraction.sequence_grads(io[path])
-        layer_factors = None if factors is None else factors[path]
+
+    def layer(path, layer_io, layer_factors):
+        grads = contraction.sequence_grads(layer_io)
         if layer_factors is not None and specs is not None:
             layer_factors = gather(layer_factors, specs[path])
         ihvp = precondition(how.strategy, layer_factors, grads, how.damping)
-        total = total + jnp.sum(ihvp * grads, axis=(1, 2))
-    return total
+        return jnp.sum(ihvp * grads, axis=(1, 2))
+
+    inputs = {p: None if factors is None else factors[p] for p in layers}
+    return sum(io.map(layer, inputs).values())
 
 
 def score_documents(

@@ -1,8 +1,9 @@
 """Capture: one forward+backward that returns the loss and, per tracked layer, `a` and `g`.
 
-Call it inside `jax.jit` and reduce the statistics you need in the same jit, so `a` and `g` never
-leave the device (DESIGN §6). Layers are selected by regexes over module paths such as
-``blocks.0.mlp.fc_in``; unselected layers' captures are dead code that XLA removes.
+Call it inside `jax.jit` and reduce the statistics you need in the same jit (`Captured.map`), so
+`a` and `g` never leave the device (DESIGN §6). Layers are selected by regexes over module paths
+such as ``blocks.0.mlp.fc_in``. The blocks run as scans and the per-layer statistics as loops
+over the layers of a site, so tracing and compiling cost about one block whatever the depth.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +19,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec
 
-from infljax.distributed import after, gather
+from infljax.distributed import gather
 from infljax.models.losses import Batch, gumbel_noise, sample_targets, summed_nll
 from infljax.models.tracked import TrackedLinear
 
@@ -105,8 +106,15 @@ def capture(
     *,
     sample_key: jax.Array | None = None,
     specs=None,
-) -> tuple[jax.Array, dict[str, LayerIO]]:
-    """Summed NLL of the batch and {layer_path: LayerIO} for the selected layers.
+) -> tuple[jax.Array, Captured]:
+    """Summed NLL of the batch and the selected layers' `LayerIO` (a `Captured`: a mapping
+    {layer_path: LayerIO} whose `map` runs a per-layer function as one loop per site).
+
+    The model is a `Decoder` (embeddings, `blocks`, head). Its blocks run as `jax.lax.scan`s
+    over their stacked parameters, one scan per run of consecutive blocks that track the same
+    sublayers (`_segments`), so tracing and compiling do not grow with depth; each layer's `a`
+    leaves its scan stacked with the same sublayer of the other blocks, and `g` is the gradient
+    of stacked zero perturbations.
 
     With `sample_key`, the labels are sampled from the model's own predictions (true Fisher);
     otherwise `batch.targets` are used. `sample_key` is one typed key for the whole batch (row
@@ -130,7 +138,7 @@ def capture(
     sampled (`losses.gumbel_noise`) and the same loss.
     """
     graphdef, state = nnx.split(model)
-    forward = _Whole(graphdef, state) if specs is None else _Blockwise(graphdef, state, specs)
+    forward = _Forward(graphdef, state, specs, _segments(model, layers))
     perturbations = forward.perturbations(batch.inputs)
 
     def loss_fn(perturbations):
@@ -143,46 +151,232 @@ def capture(
         return vocab.summed_nll(logits, batch, targets), inputs
 
     (loss, inputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(perturbations)
-    return loss, {path: _layer_io(model, inputs, grads, path) for path in layers}
+    sites = []
+    for segment, a, g in zip(forward.segments, inputs, grads, strict=True):
+        for name in segment.names:
+            paths = tuple(f"blocks.{i}.{name}" for i in segment.blocks)
+            bias = layer_module(model, paths[0]).bias is not None
+            io = LayerIO(a=a[name], g=at_path(g, name)["g"].get_value())
+            sites.append(Site(paths, bias, io))
+    return loss, Captured(tuple(sites), tuple(layers))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """Layers that run as one: the same sublayer (e.g. ``mlp.fc_in``) of consecutive blocks.
+
+    paths: their module paths (static), e.g. ``("blocks.0.mlp.fc_in", "blocks.1.mlp.fc_in")``.
+    bias: whether the layers have a bias (static): `layer` then appends the bias coordinate.
+    io: their inputs and output gradients stacked, a [len(paths), B, T, d_in] (without the bias
+      coordinate: appended one layer at a time, never to the whole stack), g [len(paths), B,
+      T, d_out].
+    """
+
+    paths: tuple[str, ...] = dataclasses.field(metadata=dict(static=True))
+    bias: bool = dataclasses.field(metadata=dict(static=True))
+    io: LayerIO
+
+    def layer(self, io: LayerIO) -> LayerIO:
+        """One layer's `LayerIO` from its slice of `io` (the bias coordinate appended)."""
+        if not self.bias:
+            return io
+        return LayerIO(a=jnp.concatenate([io.a, jnp.ones_like(io.a[..., :1])], axis=-1), g=io.g)
+
+
+@jax.tree_util.register_pytree_node_class
+class Captured(Mapping):
+    """{layer_path: LayerIO} of the selected layers, in their order, kept stacked per `Site`
+    (a pytree: it may leave a jitted function).
+
+    Indexing slices one layer out of its site. `map` applies a per-layer function to every
+    layer as one loop per site, which is what keeps compilation independent of depth.
+    """
+
+    def __init__(self, sites: tuple[Site, ...], layers: tuple[str, ...]):
+        self.sites, self.layers = tuple(sites), tuple(layers)
+        self._where = {p: (site, j) for site in self.sites for j, p in enumerate(site.paths)}
+
+    def tree_flatten(self):
+        return (self.sites,), self.layers
+
+    @classmethod
+    def tree_unflatten(cls, layers, children):
+        return cls(children[0], layers)
+
+    def __getitem__(self, path: str) -> LayerIO:
+        site, j = self._where[path]
+        return site.layer(jax.tree.map(lambda x: x[j], site.io))
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def map(self, fn: Callable, inputs: dict | None = None) -> dict:
+        """{path: fn(first, io, inputs[path])} for every layer (inputs[path] is None without
+        `inputs`), in `layers` order.
+
+        The layers of a site whose inputs have the same structure and shapes run as one
+        `jax.lax.map`: one layer after the other, so only one layer's intermediates (gathered
+        pieces, statistics before their reduction) exist at a time, and `fn` is traced once for
+        all of them, with `first` the first of their paths. So `fn` may read from the path
+        only what those layers share (shapes, PartitionSpecs); what differs between layers (a
+        per-layer key, their factors) comes through `inputs`.
+        """
+        out = {}
+        for site in self.sites:
+            for lo, hi in _runs(site.paths, inputs):
+                paths, io = site.paths[lo:hi], site.io
+                if (lo, hi) != (0, len(site.paths)):
+                    io = jax.tree.map(lambda x: x[lo:hi], io)  # noqa: B023
+                values = [None if inputs is None else inputs[p] for p in paths]
+                results = _map_layers(fn, paths[0], site.layer, io, values)
+                out.update(zip(paths, unstack(results, len(paths)), strict=True))
+        return {p: out[p] for p in self.layers}
+
+    def accumulate(self, fn: Callable, into: dict, inputs: dict | None = None) -> dict:
+        """`into` ({site paths: the site's running values, stacked; `by_site`}) plus every
+        layer's fn(first, io, inputs[path]), added into its slice inside the site's loop: no
+        layer's result outlives its turn (`map` would hold them all, stacked). A site's inputs
+        must have one structure and shape (one loop per site)."""
+        out = {}
+        for site in self.sites:
+            values = [None if inputs is None else inputs[p] for p in site.paths]
+            if len(_runs(site.paths, inputs)) > 1:
+                raise ValueError(f"accumulate: the inputs of {site.paths} differ in shape")
+            pick = _picker(values)
+
+            def one(j, total, site=site, pick=pick):
+                layer_io = site.layer(jax.tree.map(lambda x: x[j], site.io))
+                new = fn(site.paths[0], layer_io, pick(j))
+                return jax.tree.map(lambda t, n: t.at[j].add(n.astype(t.dtype)), total, new)
+
+            out[site.paths] = jax.lax.fori_loop(0, len(site.paths), one, into[site.paths])
+        return out
+
+
+def sites(model: nnx.Module, layers: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    """The layer paths grouped as `capture` stacks them: one tuple per `Site`, in its order."""
+    return tuple(
+        tuple(f"blocks.{i}.{name}" for i in segment.blocks)
+        for segment in _segments(model, layers)
+        for name in segment.names
+    )
+
+
+def by_site(per_layer: dict, groups: Sequence[tuple[str, ...]]) -> dict:
+    """{path: tree} -> {site paths: the site's trees stacked} (the layout `accumulate` keeps)."""
+    return {paths: stack([per_layer[p] for p in paths]) for paths in groups}
+
+
+def by_layer(per_site: dict) -> dict:
+    """`by_site` undone: {path: tree}."""
+    return {
+        p: tree
+        for paths, stacked in per_site.items()
+        for p, tree in zip(paths, unstack(stacked, len(paths)), strict=True)
+    }
+
+
+def _map_layers(fn: Callable, first: str, layer: Callable, io: LayerIO, values: list):
+    """fn(first, layer(io[j]), values[j]) for every j as one `jax.lax.map`, results stacked."""
+    pick = _picker(values)
+
+    def one(args):
+        j, layer_io = args
+        return fn(first, layer(layer_io), pick(j))
+
+    return jax.lax.map(one, (jnp.arange(len(values)), io))
+
+
+def _picker(values: list) -> Callable[[jax.Array], object]:
+    """`j -> values[j]` for a traced index, without stacking the values (which would copy
+    them all at once): a `jax.lax.switch` whose branches each return one of them, so a loop
+    over j copies one value at a time."""
+    if len(values) == 1:
+        return lambda _: values[0]
+    branches = [lambda v=v: v for v in values]
+    return lambda j: jax.lax.switch(j, branches)
+
+
+def stack(trees: Sequence):
+    """The trees (same structure and shapes) stacked leaf by leaf along a new leading axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def unstack(tree, n: int) -> list:
+    """The `n` trees along the leading axis of `tree` (`stack` undone)."""
+    return [jax.tree.map(lambda x: x[j], tree) for j in range(n)]  # noqa: B023
+
+
+def _runs(paths: tuple[str, ...], inputs: dict | None) -> list[tuple[int, int]]:
+    """(lo, hi) ranges of consecutive `paths` whose inputs one loop can take in turn (same
+    structure, shapes and dtypes)."""
+
+    def kind(path):
+        if inputs is None:
+            return None
+        leaves, structure = jax.tree.flatten(inputs[path])
+        return structure, tuple((x.shape, x.dtype) for x in leaves)
+
+    runs, kinds = [], [kind(p) for p in paths]
+    for j, k in enumerate(kinds):
+        if runs and kinds[runs[-1][0]] == k:
+            runs[-1] = (runs[-1][0], j + 1)
+        else:
+            runs.append((j, j + 1))
+    return runs
 
 
 @dataclasses.dataclass(frozen=True)
-class _Whole:
-    """The forward of a model that holds all its parameters."""
+class _Segment:
+    """Consecutive blocks that track the same sublayers `names` (e.g. ``("mlp.fc_in",
+    "mlp.fc_out")``, or none): one `jax.lax.scan` runs them."""
 
-    graphdef: nnx.GraphDef
-    state: nnx.State
-    vocab_split = False  # logits over the whole vocabulary
+    blocks: tuple[int, ...]
+    names: tuple[str, ...]
 
-    def perturbations(self, tokens: jax.Array) -> nnx.State:
-        """The zero perturbation `g` of every tracked layer (read back as the gradients)."""
-        model = nnx.merge(self.graphdef, self.state)
-        return nnx.capture(model, nnx.Perturbation)(tokens)[1]
 
-    def __call__(self, perturbations: nnx.State, tokens: jax.Array):
-        """(logits, the tracked layers' inputs); a fresh module per trace level (nnx modules
-        may not be mutated across JAX traces)."""
-        model = nnx.merge(self.graphdef, self.state)
-        return nnx.capture(model, nnx.Intermediate, init=perturbations)(tokens)
+def _segments(model: nnx.Module, layers: Sequence[str]) -> tuple[_Segment, ...]:
+    """The blocks of `model` cut into `_Segment`s, in order."""
+    names: list[list[str]] = [[] for _ in model.blocks]
+    for path in layers:
+        keys = path_keys(path)
+        if len(keys) < 3 or keys[0] != "blocks" or not 0 <= keys[1] < len(names):
+            raise ValueError(f"{path!r} is not a tracked layer of a block (blocks.<i>.<name>)")
+        names[keys[1]].append(".".join(map(str, keys[2:])))
+    segments: list[_Segment] = []
+    for i, block_names in enumerate(map(tuple, names)):
+        if segments and segments[-1].names == block_names:
+            segments[-1] = _Segment(segments[-1].blocks + (i,), block_names)
+        else:
+            segments.append(_Segment((i,), block_names))
+    return tuple(segments)
 
 
 @dataclasses.dataclass(frozen=True)
-class _Blockwise:
-    """The forward of a decoder whose parameters are split over ``data`` (see `capture`).
+class _Forward:
+    """The forward of a decoder as scans over its `_Segment`s, its parameters whole
+    (`specs` None) or split over ``data`` (see `capture`).
 
-    Block i's parameters are gathered from its pieces only once its input exists, and gathered
-    again in the backward only once its output's cotangent has arrived (`_gathered_block`):
-    without these data dependencies XLA would start every block's gather at once.
+    Split, block i's parameters are gathered from its pieces only once its input exists, and
+    gathered again in the backward only once its output's cotangent has arrived
+    (`_gathered_block`): without these data dependencies XLA would start every gather at once.
     """
 
     graphdef: nnx.GraphDef
-    state: nnx.State  # this device's pieces
-    specs: nnx.State  # how they are split
+    state: nnx.State  # whole, or this device's pieces
+    specs: nnx.State | None  # how they are split (None: whole)
+    segments: tuple[_Segment, ...]
 
     @property
     def vocab_split(self) -> bool:
         """Whether the embedding [V, d] (and an untied head [d, V]) is split along the
         vocabulary: then neither is gathered (vocabulary-parallel lookup and logits)."""
+        if self.specs is None:
+            return False
 
         def split(key: str, axis: int) -> bool:
             spec = jax.tree.leaves(self.specs[key], is_leaf=_is_spec)[0]
@@ -191,30 +385,93 @@ class _Blockwise:
         return split("embed", 0) and ("lm_head" not in self.state or split("lm_head", 1))
 
     def _model(self) -> nnx.Module:
-        """The model with every parameter outside the blocks gathered (embeddings, final norm,
-        head), except a vocabulary-split embedding and head; the blocks keep their pieces
-        until they run."""
+        """The model; split, with every parameter outside the blocks gathered (embeddings,
+        final norm, head), except a vocabulary-split embedding and head; the blocks keep their
+        pieces until they run."""
+        if self.specs is None:
+            return nnx.merge(self.graphdef, self.state)
         kept = {"blocks"} | ({"embed", "lm_head"} if self.vocab_split else set())
         top = {k: v if k in kept else gather(v, self.specs[k]) for k, v in self.state.items()}
         return nnx.merge(self.graphdef, nnx.State(top))
 
-    def perturbations(self, tokens: jax.Array) -> nnx.State:
-        whole = jax.tree.map(_whole_shape, self.state, self.specs, is_leaf=_is_array)
-        probe = lambda state: _Whole(self.graphdef, state).perturbations(tokens)  # noqa: E731
-        return jax.tree.map(lambda s: _zeros_like_batch(s, tokens), jax.eval_shape(probe, whole))
+    def _block_specs(self, segment: _Segment):
+        return None if self.specs is None else self.specs["blocks"][segment.blocks[0]]
 
-    def __call__(self, perturbations: nnx.State, tokens: jax.Array):
+    def perturbations(self, tokens: jax.Array) -> tuple:
+        """Per segment, the zero perturbations [n, B, T, d_out] of its tracked sublayers (read
+        back as their gradients `g`), or None when it tracks none."""
+        model = nnx.merge(self.graphdef, self.state)
+        width = model.cfg.d_model
+        x = jax.ShapeDtypeStruct((*tokens.shape, width), model.embed[...].dtype)
+        out = []
+        for segment in self.segments:
+            if not segment.names:
+                out.append(None)
+                continue
+            first = self.state["blocks"][segment.blocks[0]]
+            if self.specs is not None:
+                first = jax.tree.map(_whole_shape, first, self._block_specs(segment))
+            block = nnx.graphdef(model.blocks[segment.blocks[0]])
+            probe = lambda s, x: nnx.capture(nnx.merge(block, s), nnx.Perturbation)(x)[1]  # noqa: B023, E731
+            shapes = jax.eval_shape(probe, first, x)
+            kept = _only(shapes, segment.names)
+            n = len(segment.blocks)
+            out.append(jax.tree.map(lambda s: _zeros_like_batch(s, tokens, n), kept))  # noqa: B023
+        return tuple(out)
+
+    def __call__(self, perturbations: tuple, tokens: jax.Array):
+        """(logits, per segment {name: a [n, B, T, d_in]}); a fresh module per trace level (nnx
+        modules may not be mutated across JAX traces)."""
         model = self._model()
         vocab = _VocabSlice() if self.vocab_split else None
         lookup = None if vocab is None else functools.partial(vocab.lookup, model.embed[...])
-        x, inputs = model.embed_tokens(tokens, lookup), {}
-        for i, block in enumerate(model.blocks):
-            run = _gathered_block(nnx.graphdef(block), self.specs["blocks"][i])
-            x, inputs[i] = run(self.state["blocks"][i], perturbations["blocks"][i], x)
+        x, inputs = model.embed_tokens(tokens, lookup), []
+        for segment, segment_perturbations in zip(self.segments, perturbations, strict=True):
+            x, a = self._scan(model, segment, segment_perturbations, x)
+            inputs.append(a)
         if vocab is None:
-            return model.unembed(x), {"blocks": inputs}
+            return model.unembed(x), tuple(inputs)
         head = model.embed[...].T if model.lm_head is None else model.lm_head[...]
-        return vocab.logits(model, x, head), {"blocks": inputs}
+        return vocab.logits(model, x, head), tuple(inputs)
+
+    def _scan(self, model, segment: _Segment, perturbations, x):
+        """One scan over the segment's blocks. Its body is rematerialised: the backward
+        recomputes each block from its input (split, gathering its parameters again) instead
+        of keeping its intermediates. The loop runs one block at a time, so one block's
+        gathered parameters exist at a time."""
+        graphdef = nnx.graphdef(model.blocks[segment.blocks[0]])
+        specs = self._block_specs(segment)
+        states = stack([self.state["blocks"][i] for i in segment.blocks])
+
+        @jax.checkpoint
+        def body(x, xs):
+            state, block_perturbations = xs
+            state = state if specs is None else gather(state, specs)
+            y, inter = _run_block(graphdef, state, block_perturbations, x)
+            return y, {name: at_path(inter, name)["a"].get_value()[0] for name in segment.names}
+
+        return jax.lax.scan(body, x, (states, perturbations))
+
+
+def _run_block(graphdef: nnx.GraphDef, state, perturbations, x: jax.Array):
+    """(output, the block's captured `nnx.Intermediate`s) of one block; without perturbations
+    it runs uncaptured and captures nothing."""
+    block = nnx.merge(graphdef, state)
+    if perturbations is None:
+        return block(x), {}
+    return nnx.capture(block, nnx.Intermediate, init=perturbations)(x)
+
+
+def _only(tree, names: Sequence[str]) -> nnx.State:
+    """The nodes of a nested state at the dotted `names`, nested as they were."""
+    kept: dict = {}
+    for name in names:
+        *parents, last = path_keys(name)
+        node = kept
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = at_path(tree, name)
+    return nnx.State(kept)
 
 
 class _VocabSlice:
@@ -279,32 +536,6 @@ class _VocabSlice:
         return jnp.sum(batch.weights * own)
 
 
-def _gathered_block(graphdef: nnx.GraphDef, specs) -> Callable:
-    """`(pieces, perturbations, x) -> (output, the block's tracked-layer inputs)` of one block
-    whose parameters are gathered from `pieces` when it runs: in the forward once `x` exists,
-    in the backward (which recomputes the block instead of keeping its parameters and
-    activations) once the output's cotangent exists."""
-
-    def forward(pieces, perturbations, x):
-        block = nnx.merge(graphdef, gather(after(pieces, x), specs))
-        return nnx.capture(block, nnx.Intermediate, init=perturbations)(x)
-
-    @jax.custom_vjp
-    def run(pieces, perturbations, x):
-        return forward(pieces, perturbations, x)
-
-    def run_forward(pieces, perturbations, x):
-        return forward(pieces, perturbations, x), (pieces, perturbations, x)
-
-    def run_backward(saved, cotangent):
-        pieces, perturbations, x = saved
-        _, vjp = jax.vjp(functools.partial(forward, after(pieces, cotangent)), perturbations, x)
-        return (jax.tree.map(jnp.zeros_like, pieces), *vjp(cotangent))  # no parameter grads
-
-    run.defvjp(run_forward, run_backward)
-    return run
-
-
 def _whole_shape(piece: jax.Array, spec: PartitionSpec) -> jax.ShapeDtypeStruct:
     """The shape of a parameter whose `piece` this device holds under `spec` (inside
     `jax.shard_map`: the axis names are bound, so their sizes can be read)."""
@@ -315,13 +546,14 @@ def _whole_shape(piece: jax.Array, spec: PartitionSpec) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(tuple(shape), piece.dtype)
 
 
-def _zeros_like_batch(like: jax.ShapeDtypeStruct, tokens: jax.Array) -> jax.Array:
-    """Zeros [B, T, d] made from `tokens` [B, T]: inside `jax.shard_map` they vary over the
-    devices as the batch does (constant zeros would count as the same on every device, and
-    their gradient `g` would come back summed over the devices)."""
+def _zeros_like_batch(like: jax.ShapeDtypeStruct, tokens: jax.Array, n: int) -> jax.Array:
+    """Zeros [n, B, T, d] (`like` is [B, T, d]) made from `tokens` [B, T]: inside
+    `jax.shard_map` they vary over the devices as the batch does (constant zeros would count as
+    the same on every device, and their gradient `g` would come back summed over them)."""
     if like.shape[:2] != tokens.shape:
         raise ValueError(f"a tracked layer's output {like.shape} is not [B, T, d] {tokens.shape}")
-    return jnp.broadcast_to(jnp.zeros_like(tokens, like.dtype)[..., None], like.shape)
+    zeros = jnp.zeros_like(tokens, like.dtype)[None, ..., None]
+    return jnp.broadcast_to(zeros, (n, *like.shape))
 
 
 def _is_array(x) -> bool:
@@ -343,12 +575,3 @@ def _sample(key: jax.Array, logits: jax.Array) -> jax.Array:
             f"got shape {key.shape}"
         )
     return jax.vmap(sample_targets)(key, logits)
-
-
-def _layer_io(model, inputs, grads, path: str) -> LayerIO:
-    node_a, node_g = at_path(inputs, path), at_path(grads, path)
-    a = node_a["a"].get_value()[0]  # sow stores a tuple of calls; each layer is called once
-    g = node_g["g"].get_value()
-    if layer_module(model, path).bias is not None:
-        a = jnp.concatenate([a, jnp.ones_like(a[..., :1])], axis=-1)
-    return LayerIO(a=a, g=g)

@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
+from infljax.curvature import statistics
 from infljax.distributed import make_mesh, param_specs, place, shard_batch
 from infljax.models.capture import LayerIO, capture, layer_paths, select_layers
 from infljax.models.decoder import Decoder
@@ -60,9 +61,10 @@ def test_sum_of_outer_products_equals_kernel_gradient(variant):
     assert_capture_exact(tiny(**variant), tiny_batch())
 
 
-def assert_capture_exact(model: Decoder, batch: Batch) -> None:
-    """For every linear (attention included): loss and Σ_t g aᵀ equal jax.grad to RTOL."""
-    layers = tuple(layer_paths(model))
+def assert_capture_exact(model: Decoder, batch: Batch, layers=None) -> None:
+    """For every linear (attention included; or `layers`): loss and Σ_t g aᵀ equal jax.grad
+    to RTOL."""
+    layers = tuple(layer_paths(model)) if layers is None else layers
     loss, io = _captured(model, batch, layers)
     graphdef, params = nnx.split(model, nnx.Param)
     ref_loss, grads = jax.jit(
@@ -73,6 +75,68 @@ def assert_capture_exact(model: Decoder, batch: Batch) -> None:
         G = jnp.einsum("bto,bti->oi", io[path].g, io[path].a)
         ref = kernel_grad(grads, path)
         assert np.linalg.norm(G - ref) <= RTOL * np.linalg.norm(ref), path
+
+
+@pytest.mark.parametrize(
+    "patterns",
+    [
+        (r"blocks\.0\..*", r"blocks\.2\.mlp\.fc_in"),  # blocks 0 / 1 / 2 / 3 differ: 4 scans
+        (r"blocks\.[12]\.attn\.(q|v)_proj",),  # untracked blocks around a tracked pair
+    ],
+)
+def test_a_selection_that_differs_between_blocks_is_captured_exactly(patterns):
+    """Blocks that track different sublayers (or none) run as separate scans: still exact."""
+    model = tiny(num_layers=4)
+    assert_capture_exact(model, tiny_batch(), select_layers(model, patterns))
+
+
+def test_map_gives_each_layer_its_input_and_traces_once_per_run():
+    """`Captured.map` applies fn to every layer with that layer's own input (picked, not
+    stacked), in the layers' order; fn is traced once per run of layers whose inputs have the
+    same shapes (here fc_in's middle block takes a vector: fc_in splits into three runs)."""
+    model, batch = tiny(num_layers=3), tiny_batch()
+    layers = select_layers(model)
+    inputs = {p: jnp.asarray(float(i + 1)) for i, p in enumerate(layers)}
+    inputs["blocks.1.mlp.fc_in"] = jnp.asarray([2.0, 0.5])
+    traced = []
+
+    def fn(first, io, x):
+        traced.append(first)
+        return jnp.sum(io.g * jnp.sum(x)) + jnp.sum(io.a)
+
+    graphdef, state = nnx.split(model)
+
+    def both(state, batch):
+        _, io = capture(nnx.merge(graphdef, state), batch, layers)
+        direct = {p: jnp.sum(io[p].g * jnp.sum(inputs[p])) + jnp.sum(io[p].a) for p in layers}
+        return io.map(fn, inputs), direct
+
+    mapped, direct = jax.jit(both)(state, batch)
+    assert list(mapped) == list(layers)
+    for p in layers:
+        np.testing.assert_allclose(mapped[p], direct[p], rtol=RTOL)
+    runs = ["blocks.0.mlp.fc_in", "blocks.1.mlp.fc_in", "blocks.2.mlp.fc_in"]
+    assert sorted(traced) == sorted([*runs, "blocks.0.mlp.fc_out"])
+
+
+def _products(num_layers: int) -> int:
+    """Matrix products in the lowered program of capture + per-layer covariance sums."""
+    model, batch = tiny(num_layers=num_layers), tiny_batch()
+    graphdef, state = nnx.split(model)
+    layers = tuple(layer_paths(model))
+
+    def sums(state, batch):
+        _, io = capture(nnx.merge(graphdef, state), batch, layers)
+        return io.map(lambda _, x, __: statistics.covariance_sums(x, batch.mask))
+
+    return jax.jit(sums).lower(state, batch).as_text().count("dot_general")
+
+
+def test_the_program_does_not_grow_with_depth():
+    """The blocks run as one scan and each sublayer's statistics as one loop, so the lowered
+    program holds the same matrix products at 2 and 6 blocks (unrolled it held 3x as many):
+    tracing and compiling cost about one block whatever the depth."""
+    assert _products(2) == _products(6)
 
 
 def test_per_sequence_sums_equal_per_sequence_gradients():
@@ -165,7 +229,7 @@ def _split_capture(model: Decoder, batch: Batch, layers, mesh, placement: str, s
         keys = jax.vmap(lambda r: jax.random.fold_in(jax.random.key(7), r))(rows)
         key = keys if sampled else None
         loss, io = capture(nnx.merge(graphdef, state), batch, layers, sample_key=key, specs=split)
-        return loss[None], io
+        return loss[None], dict(io)
 
     out_specs = (P("data"), {p: LayerIO(P("data"), P("data")) for p in layers})
     in_specs = (specs, P("data"), P("data"))
