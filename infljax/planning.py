@@ -220,8 +220,8 @@ def activation_bytes_per_token(
 ) -> int:
     """Bytes per token (of sequences of `seq` tokens) that a backward pass keeps, all blocks.
 
-    `blockwise` (split parameters: `capture` gathers block by block and recomputes each in the
-    backward): every block's input, and one block's internals.
+    `blockwise` (each block recomputed in the backward: `capture`'s scans, and training with
+    split parameters): every block's input, and one block's internals.
 
     Counted per block in the model's dtype; XLA fuses the elementwise rest away.
 
@@ -378,8 +378,9 @@ class _Parts:
 
     def _sums(self, per_layer: list[Shapes]) -> Parts:
         """A pass's sums (the arrays of each layer): the running ones and this batch's, formed
-        one layer at a time (`infljax.models.capture.Captured.map`). A split array's are formed in
-        full and reduce-scattered into a second slice; the others are all-reduced in place."""
+        one layer at a time (`infljax.models.capture.Captured.accumulate`). A split array's are
+        formed in full and reduce-scattered into a second slice; the others are all-reduced in
+        place."""
         shards, itemsize = self.layout.factor_shards, self.shapes.stats_itemsize
         arrays = [a for layer in per_layer for a in layer]
         running = sum(2 * _kept(a, shards) if _is_split(a, shards) else _kept(a, 1) for a in arrays)
@@ -389,7 +390,9 @@ class _Parts:
     def _activations(self, weight_grads: bool = False, sampled: bool = False) -> Parts:
         """The activations kept for the backward pass, and the logits."""
         cfg, seq = self.shapes.cfg, self.work.seq
-        activations = activation_bytes_per_token(cfg, seq, weight_grads, self._blockwise)
+        # capture (no weight gradients) recomputes every block in the backward, whole or split
+        remat = self._blockwise or not weight_grads
+        activations = activation_bytes_per_token(cfg, seq, weight_grads, remat)
         logits = logits_bytes_per_token(cfg, weight_grads, sampled)
         return [("activations", self._tokens * activations), ("logits", self._tokens * logits)]
 
@@ -415,19 +418,15 @@ class _Parts:
         ]
 
     def covariance(self) -> Parts:
-        """A and S sums; `a` and `g` in the statistics dtype. With the whole model, every
-        tracked layer's: the layers' statistics are formed one after the other once the
-        backward is done (`infljax.models.capture.Captured.map`), so all are live then. Block-wise
-        (split parameters) one layer's at a time, as XLA's figures show (d128–256, 2–4
-        blocks: 1.08–1.23 of them, against 1.41–1.50 counting every layer's)."""
+        """A and S sums; `a` and `g` in the statistics dtype, every tracked layer's: they leave
+        the blocks' scans stacked per site and the layers' statistics are formed one after the
+        other once the backward is done (`infljax.models.capture.Captured.accumulate`), so
+        all are live then, whole or split."""
         layers = self.shapes.layers.values()
         square = [[(o, o), (i, i)] for o, i in layers]
         model = self._model(sampled=self.work.fisher == "true")
-        if self._blockwise:
-            captured = self._captured(self.shapes.stats_itemsize, inputs=False)
-        else:
-            width = sum(o + i for o, i in layers)
-            captured = ("captured a, g", self._tokens * width * self.shapes.stats_itemsize)
+        width = sum(o + i for o, i in layers)
+        captured = ("captured a, g", self._tokens * width * self.shapes.stats_itemsize)
         return model + self._sums(square) + [captured]
 
     def lambdas(self) -> Parts:
