@@ -6,6 +6,7 @@ Tolerances: exactness and invariance 1e-10 relative (float64; only summation ord
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -20,14 +21,25 @@ from infljax.curvature import (
     curvature_matrix,
     eigendecompose,
     fit_factors,
+    passes,
     precondition,
     safe_eigh,
 )
 from infljax.curvature.exact import exact_fisher, per_sequence_gradients
-from infljax.curvature.passes import row_batches
-from infljax.curvature.state import Counts, CovarianceSums, Statistics
-from infljax.distributed import make_mesh, param_specs
+from infljax.curvature.passes import RowBatch, row_batches
+from infljax.curvature.state import (
+    Counts,
+    CovarianceSums,
+    Eigenbasis,
+    Statistics,
+    zero_covariance,
+    zero_lambdas,
+)
+from infljax.distributed import make_mesh, param_specs, place, shard_batch
+from infljax.models.capture import layer_shapes, select_layers
+from infljax.models.decoder import Decoder
 from infljax.models.losses import Batch
+from tests.tiny import TINY
 
 from .conftest import ARGS, NUM_ROWS, SEED, reference_batches
 
@@ -189,3 +201,47 @@ def test_plain_batches_number_rows_by_stream_position(factors, trained_model, co
     got = fit_factors(trained_model, layers, plain, ARGS, one_device())
     for path in layers:
         np.testing.assert_array_equal(got[path].lambdas, factors[path].lambdas)
+
+
+def _fitting_products(num_layers: int, placement: str) -> tuple[int, int]:
+    """Matrix products in the lowered covariance and lambda steps of a `num_layers` model
+    (parameters, bases and sums placed as `placement` says, over 2 devices)."""
+    model = Decoder(dataclasses.replace(TINY, num_layers=num_layers), rngs=nnx.Rngs(0))
+    mesh = make_mesh(devices=jax.devices()[:2])
+    layers = select_layers(model)
+    graphdef, params = nnx.split(model)
+    params = place(params, mesh, placement)
+    static = dict(graphdef=graphdef, layers=layers, mesh=mesh, fisher="true", placement=placement)
+    batch = Batch.from_documents(np.tile(np.arange(1, 9, dtype=np.int32), (4, 1)), np.full(4, 8))
+    row_batch = shard_batch(RowBatch(np.arange(4, dtype=np.int32), batch), mesh)
+    seed = jnp.asarray(0, jnp.uint32)
+    shapes = layer_shapes(model, layers)
+    eye = lambda n: jnp.eye(n, dtype=jnp.float64)  # noqa: E731
+    bases = {
+        p: Eigenbasis(eye(i), jnp.ones(i), eye(o), jnp.ones(o)) for p, (o, i) in shapes.items()
+    }
+    covariance = passes.covariance_step.lower(
+        params,
+        passes.zero_sums(zero_covariance, model, layers, mesh, placement),
+        seed,
+        row_batch,
+        **static,
+    )
+    lambdas = passes.lambda_step.lower(
+        params,
+        place(bases, mesh, placement),
+        passes.zero_sums(zero_lambdas, model, layers, mesh, placement),
+        seed,
+        row_batch,
+        chunk=1,
+        **static,
+    )
+    return tuple(step.as_text().count("dot_general") for step in (covariance, lambdas))
+
+
+@pytest.mark.parametrize("placement", ["replicated", "fsdp"])
+def test_the_fitting_steps_do_not_grow_with_depth(placement):
+    """The blocks are scanned and the layers' statistics accumulated in one loop per site, so
+    the covariance and lambda steps lower to the same matrix products at 2 and 5 blocks (the
+    unrolled steps grew linearly): compile time independent of depth."""
+    assert _fitting_products(2, placement) == _fitting_products(5, placement)
