@@ -54,7 +54,13 @@ from flax import nnx
 from infljax.distributed import split_axis
 from infljax.influence import scoring
 from infljax.influence.query_grads import DenseQueries, LowRankQueries
-from infljax.models.capture import DEFAULT_LAYERS, layer_groups, layer_shapes, select_layers
+from infljax.models.capture import (
+    DEFAULT_LAYERS,
+    UNROLLED_BLOCKS,
+    layer_groups,
+    layer_shapes,
+    select_layers,
+)
 from infljax.models.decoder import Decoder, DecoderConfig
 
 STAGES = ("pretrain", "covariance", "lambdas", "queries", "scores")
@@ -390,8 +396,10 @@ class _Parts:
     def _activations(self, weight_grads: bool = False, sampled: bool = False) -> Parts:
         """The activations kept for the backward pass, and the logits."""
         cfg, seq = self.shapes.cfg, self.work.seq
-        # capture (no weight gradients) recomputes every block in the backward, whole or split
-        remat = self._blockwise or not weight_grads
+        # capture (no weight gradients) recomputes every block in the backward when split or
+        # scanned (more than UNROLLED_BLOCKS blocks)
+        scanned = not weight_grads and cfg.num_layers > UNROLLED_BLOCKS
+        remat = self._blockwise or scanned
         activations = activation_bytes_per_token(cfg, seq, weight_grads, remat)
         logits = logits_bytes_per_token(cfg, weight_grads, sampled)
         return [("activations", self._tokens * activations), ("logits", self._tokens * logits)]

@@ -24,6 +24,10 @@ from infljax.models.losses import Batch, gumbel_noise, sample_targets, summed_nl
 from infljax.models.tracked import TrackedLinear
 
 DEFAULT_LAYERS = (r"blocks\.\d+\.mlp\..*",)
+# Segments and sites of at most this many blocks run unrolled, without remat, when the model is
+# whole: the loop's machinery and remat cost shallow models 15-30% of capture throughput
+# (docs/results.md, Performance), and a few blocks compile quickly. Longer ones are scanned.
+UNROLLED_BLOCKS = 4
 
 
 @jax.tree_util.register_dataclass
@@ -248,11 +252,12 @@ class Captured(Mapping):
                 raise ValueError(f"accumulate: the inputs of {site.paths} differ in shape")
             pick = _picker(values)
 
-            def one(j, total, site=site, pick=pick):
+            def add(j, total, value, site=site):
                 layer_io = site.layer(jax.tree.map(lambda x: x[j], site.io))
-                new = fn(site.paths[0], layer_io, pick(j))
-                return jax.tree.map(lambda t, n: t.at[j].add(n.astype(t.dtype)), total, new)
+                new = fn(site.paths[0], layer_io, value)
+                return jax.tree.map(lambda t, v: t.at[j].add(v.astype(t.dtype)), total, new)
 
+            one = lambda j, total, add=add, pick=pick: add(j, total, pick(j))  # noqa: E731
             out[site.paths] = jax.lax.fori_loop(0, len(site.paths), one, into[site.paths])
         return out
 
@@ -291,7 +296,7 @@ def _map_layers(fn: Callable, first: str, layer: Callable, io: LayerIO, values: 
     return jax.lax.map(one, (jnp.arange(len(values)), io))
 
 
-def _picker(values: list) -> Callable[[jax.Array], object]:
+def _picker(values: list) -> Callable[[jax.Array | int], object]:
     """`j -> values[j]` for a traced index, without stacking the values (which would copy
     them all at once): a `jax.lax.switch` whose branches each return one of them, so a loop
     over j copies one value at a time."""
@@ -441,6 +446,8 @@ class _Forward:
         gathered parameters exist at a time."""
         graphdef = nnx.graphdef(model.blocks[segment.blocks[0]])
         specs = self._block_specs(segment)
+        if specs is None and len(segment.blocks) <= UNROLLED_BLOCKS:
+            return self._unrolled(graphdef, segment, perturbations, x)
         states = stack([self.state["blocks"][i] for i in segment.blocks])
 
         @jax.checkpoint
@@ -451,6 +458,17 @@ class _Forward:
             return y, {name: at_path(inter, name)["a"].get_value()[0] for name in segment.names}
 
         return jax.lax.scan(body, x, (states, perturbations))
+
+    def _unrolled(self, graphdef, segment: _Segment, perturbations, x):
+        """`_scan`'s results from a Python loop over the blocks (whole parameters, no remat)."""
+        inputs = []
+        for j, i in enumerate(segment.blocks):
+            block_perturbations = jax.tree.map(lambda p: p[j], perturbations)  # noqa: B023
+            x, inter = _run_block(graphdef, self.state["blocks"][i], block_perturbations, x)
+            inputs.append(
+                {name: at_path(inter, name)["a"].get_value()[0] for name in segment.names}
+            )
+        return x, stack(inputs)
 
 
 def _run_block(graphdef: nnx.GraphDef, state, perturbations, x: jax.Array):

@@ -12,7 +12,13 @@ from jax.sharding import PartitionSpec as P
 
 from infljax.curvature import statistics
 from infljax.distributed import make_mesh, param_specs, place, shard_batch
-from infljax.models.capture import LayerIO, capture, layer_paths, select_layers
+from infljax.models.capture import (
+    UNROLLED_BLOCKS,
+    LayerIO,
+    capture,
+    layer_paths,
+    select_layers,
+)
 from infljax.models.decoder import Decoder
 from infljax.models.losses import Batch, gumbel_noise, sample_targets, summed_nll
 from infljax.planning import compiled_bytes
@@ -78,26 +84,33 @@ def assert_capture_exact(model: Decoder, batch: Batch, layers=None) -> None:
 
 
 @pytest.mark.parametrize(
-    "patterns",
+    "num_layers, patterns",
     [
-        (r"blocks\.0\..*", r"blocks\.2\.mlp\.fc_in"),  # blocks 0 / 1 / 2 / 3 differ: 4 scans
-        (r"blocks\.[12]\.attn\.(q|v)_proj",),  # untracked blocks around a tracked pair
+        (4, (r"blocks\.0\..*", r"blocks\.2\.mlp\.fc_in")),  # blocks 0 / 1 / 2 / 3 differ
+        (4, (r"blocks\.[12]\.attn\.(q|v)_proj",)),  # untracked blocks around a tracked pair
+        (7, (r"blocks\.[0-5]\..*", r"blocks\.6\.mlp\.fc_in")),  # a scanned segment of 6
     ],
 )
-def test_a_selection_that_differs_between_blocks_is_captured_exactly(patterns):
-    """Blocks that track different sublayers (or none) run as separate scans: still exact."""
-    model = tiny(num_layers=4)
+def test_a_selection_that_differs_between_blocks_is_captured_exactly(num_layers, patterns):
+    """Blocks that track different sublayers (or none) run as separate segments, scanned or
+    unrolled (at most `UNROLLED_BLOCKS`): still exact."""
+    model = tiny(num_layers=num_layers)
     assert_capture_exact(model, tiny_batch(), select_layers(model, patterns))
 
 
 def test_map_gives_each_layer_its_input_and_traces_once_per_run():
     """`Captured.map` applies fn to every layer with that layer's own input (picked, not
     stacked), in the layers' order; fn is traced once per run of layers whose inputs have the
-    same shapes (here fc_in's middle block takes a vector: fc_in splits into three runs)."""
-    model, batch = tiny(num_layers=3), tiny_batch()
+    same shapes (here fc_in's first block takes a vector: fc_in splits into two runs), in a
+    scanned model and in an unrolled one (at most `UNROLLED_BLOCKS` blocks)."""
+    for num_layers in (3, UNROLLED_BLOCKS + 2):
+        _check_map(tiny(num_layers=num_layers), tiny_batch())
+
+
+def _check_map(model, batch):
     layers = select_layers(model)
     inputs = {p: jnp.asarray(float(i + 1)) for i, p in enumerate(layers)}
-    inputs["blocks.1.mlp.fc_in"] = jnp.asarray([2.0, 0.5])
+    inputs["blocks.0.mlp.fc_in"] = jnp.asarray([2.0, 0.5])
     traced = []
 
     def fn(first, io, x):
@@ -115,8 +128,7 @@ def test_map_gives_each_layer_its_input_and_traces_once_per_run():
     assert list(mapped) == list(layers)
     for p in layers:
         np.testing.assert_allclose(mapped[p], direct[p], rtol=RTOL)
-    runs = ["blocks.0.mlp.fc_in", "blocks.1.mlp.fc_in", "blocks.2.mlp.fc_in"]
-    assert sorted(traced) == sorted([*runs, "blocks.0.mlp.fc_out"])
+    assert sorted(traced) == ["blocks.0.mlp.fc_in", "blocks.0.mlp.fc_out", "blocks.1.mlp.fc_in"]
 
 
 def _products(num_layers: int) -> int:
@@ -133,10 +145,12 @@ def _products(num_layers: int) -> int:
 
 
 def test_the_program_does_not_grow_with_depth():
-    """The blocks run as one scan and each sublayer's statistics as one loop, so the lowered
-    program holds the same matrix products at 2 and 6 blocks (unrolled it held 3x as many):
-    tracing and compiling cost about one block whatever the depth."""
-    assert _products(2) == _products(6)
+    """Beyond `UNROLLED_BLOCKS` the blocks run as one scan and each sublayer's statistics as
+    one loop, so the lowered program holds the same matrix products at 5 and 9 blocks (the
+    loop over blocks held 59 at 2 and 179 at 6): tracing and compiling cost about one block
+    whatever the depth."""
+    assert UNROLLED_BLOCKS < 5
+    assert _products(5) == _products(9)
 
 
 def test_per_sequence_sums_equal_per_sequence_gradients():
