@@ -4,9 +4,9 @@ One mesh with axes ``("data", "model")``: batches are sharded over ``data``. Par
 replicated, or with ``params="fsdp"`` (ZeRO-3 / FSDP style) each tensor is split over ``data``
 along its largest divisible dimension and gathered inside the step where it is used
 (`param_specs`, `place`, `gather`): at rest a device holds 1/data of the model, and a step
-gathers one block or layer at a time (the scans and loops of `infljax.models.capture`, with
-`after` for the order inside a block). Statistics are reduced with `jax.shard_map` + `psum`
-over ``data`` by the stages that accumulate them.
+gathers one block or layer at a time (the scans and loops of `infljax.models.capture`).
+Statistics are reduced with `jax.shard_map` + `psum` over ``data`` by the stages that
+accumulate them.
 """
 
 from __future__ import annotations
@@ -150,22 +150,6 @@ def reduce_over_data(tree, specs):
         return jax.lax.psum(x, "data")
 
     return jax.tree.map(reduce, tree, specs, is_leaf=lambda s: isinstance(s, PartitionSpec))
-
-
-def after(value, previous):
-    """`value` unchanged, but computed only once `previous` is: plus a zero made from one of
-    its elements. (An optimization barrier says the same, but XLA:CPU's scheduler ignores it;
-    a data dependency binds every backend. A non-finite `previous` would turn it into NaN, as
-    the result it comes from is then already.)"""
-    first = jax.tree.leaves(previous)[0]
-    zero = jax.lax.stop_gradient(first.reshape(-1)[0]) * 0
-
-    def tie(x):
-        if x.dtype == bool:
-            return x | (zero != 0)
-        return x + zero.astype(x.dtype)
-
-    return jax.tree.map(tie, value)
 
 
 def on_mesh(tree, mesh: Mesh):
