@@ -185,7 +185,8 @@ def compress(
     out = {}
     for path, g in grads.items():
         rows = offset + jnp.arange(g.shape[0])
-        out[path] = factorise(jnp.asarray(g), args, query_keys(args.seed, path, rows))
+        keys = query_keys(args.seed, layer_key(path), rows)
+        out[path] = factorise(jnp.asarray(g), args, keys)
     return out
 
 
@@ -194,11 +195,10 @@ def layer_key(path: str) -> jax.Array:
     return jnp.asarray(zlib.crc32(path.encode()) & 0x7FFFFFFF, jnp.int32)
 
 
-def query_keys(seed: int, layer: str | jax.Array, rows: jax.Array) -> jax.Array:
-    """Keys [Q] of the randomized SVD: query `row` of a layer uses
-    fold_in(fold_in(key(seed), layer_key(path)), row), whatever chunk, device or group of
-    layers computes it. `layer`: the path, or its `layer_key`."""
-    layer = layer_key(layer) if isinstance(layer, str) else layer
+def query_keys(seed: int, layer: jax.Array, rows: jax.Array) -> jax.Array:
+    """Keys [Q] of the randomized SVD: query `row` of the layer whose `layer_key` is `layer`
+    uses fold_in(fold_in(key(seed), layer), row), whatever chunk, device or group of layers
+    computes it."""
     base = jax.random.fold_in(jax.random.key(seed), layer)
     return jax.vmap(lambda row: jax.random.fold_in(base, row))(jnp.maximum(rows, 0))
 

@@ -22,6 +22,7 @@ from jax.sharding import PartitionSpec
 from infljax.distributed import gather
 from infljax.models.losses import Batch, gumbel_noise, sample_targets, summed_nll
 from infljax.models.tracked import TrackedLinear
+from infljax.trees import stack, take, unstack
 
 DEFAULT_LAYERS = (r"blocks\.\d+\.mlp\..*",)
 # Segments and sites of at most this many blocks run unrolled, without remat, when the model is
@@ -181,6 +182,10 @@ class Site:
     bias: bool = dataclasses.field(metadata=dict(static=True))
     io: LayerIO
 
+    def at(self, j) -> LayerIO:
+        """Layer j's `LayerIO` (j may be traced)."""
+        return self.layer(take(self.io, j))
+
     def layer(self, io: LayerIO) -> LayerIO:
         """One layer's `LayerIO` from its slice of `io` (the bias coordinate appended)."""
         if not self.bias:
@@ -210,7 +215,7 @@ class Captured(Mapping):
 
     def __getitem__(self, path: str) -> LayerIO:
         site, j = self._where[path]
-        return site.layer(jax.tree.map(lambda x: x[j], site.io))
+        return site.at(j)
 
     def __iter__(self):
         return iter(self.layers)
@@ -253,8 +258,7 @@ class Captured(Mapping):
             pick = _picker(values)
 
             def add(j, total, value, site=site):
-                layer_io = site.layer(jax.tree.map(lambda x: x[j], site.io))
-                new = fn(site.paths[0], layer_io, value)
+                new = fn(site.paths[0], site.at(j), value)
                 return jax.tree.map(lambda t, v: t.at[j].add(v.astype(t.dtype)), total, new)
 
             one = lambda j, total, add=add, pick=pick: add(j, total, pick(j))  # noqa: E731
@@ -304,16 +308,6 @@ def _picker(values: list) -> Callable[[jax.Array | int], object]:
         return lambda _: values[0]
     branches = [lambda v=v: v for v in values]
     return lambda j: jax.lax.switch(j, branches)
-
-
-def stack(trees: Sequence):
-    """The trees (same structure and shapes) stacked leaf by leaf along a new leading axis."""
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
-def unstack(tree, n: int) -> list:
-    """The `n` trees along the leading axis of `tree` (`stack` undone)."""
-    return [jax.tree.map(lambda x: x[j], tree) for j in range(n)]  # noqa: B023
 
 
 def _runs(paths: tuple[str, ...], inputs: dict | None) -> list[tuple[int, int]]:
@@ -366,9 +360,8 @@ class _Forward:
     """The forward of a decoder as scans over its `_Segment`s, its parameters whole
     (`specs` None) or split over ``data`` (see `capture`).
 
-    Split, block i's parameters are gathered from its pieces only once its input exists, and
-    gathered again in the backward only once its output's cotangent has arrived
-    (`_gathered_block`): without these data dependencies XLA would start every gather at once.
+    Split, each block's parameters are gathered inside the scan's body, so one block's exist at
+    a time, and gathered again when the backward recomputes the block (`_scan`).
     """
 
     graphdef: nnx.GraphDef
@@ -455,7 +448,7 @@ class _Forward:
             state, block_perturbations = xs
             state = state if specs is None else gather(state, specs)
             y, inter = _run_block(graphdef, state, block_perturbations, x)
-            return y, {name: at_path(inter, name)["a"].get_value()[0] for name in segment.names}
+            return y, _sown_inputs(inter, segment.names)
 
         return jax.lax.scan(body, x, (states, perturbations))
 
@@ -465,9 +458,7 @@ class _Forward:
         for j, i in enumerate(segment.blocks):
             block_perturbations = jax.tree.map(lambda p: p[j], perturbations)  # noqa: B023
             x, inter = _run_block(graphdef, self.state["blocks"][i], block_perturbations, x)
-            inputs.append(
-                {name: at_path(inter, name)["a"].get_value()[0] for name in segment.names}
-            )
+            inputs.append(_sown_inputs(inter, segment.names))
         return x, stack(inputs)
 
 
@@ -478,6 +469,12 @@ def _run_block(graphdef: nnx.GraphDef, state, perturbations, x: jax.Array):
     if perturbations is None:
         return block(x), {}
     return nnx.capture(block, nnx.Intermediate, init=perturbations)(x)
+
+
+def _sown_inputs(intermediates, names: Sequence[str]) -> dict[str, jax.Array]:
+    """{name: `a`} of a block's tracked sublayers from its captured intermediates (sow keeps a
+    tuple of calls; each layer is called once)."""
+    return {name: at_path(intermediates, name)["a"].get_value()[0] for name in names}
 
 
 def _only(tree, names: Sequence[str]) -> nnx.State:

@@ -66,6 +66,7 @@ from infljax.influence.model_scores import InfluenceArgs, influence_scores
 from infljax.models.io import read_model_config
 from infljax.pipeline import stage, write_json
 from infljax.stages.scores import ScoresArgs
+from infljax.trees import take
 from infljax.validation import figures, lds, metagradient, methods, retrain
 from infljax.workdir import (
     ScoreFiles,
@@ -442,7 +443,7 @@ class _Work:
             last, saved = self.retrainer(weights, seeds, checkpoints=tuple(steps))
             saved[final] = last
             for e, t in tqdm(wanted, desc=f"EK-FAC {self.name} (seeds, checkpoints)"):
-                model = nnx.merge(self.retrainer.graphdef, retrain.unstack(saved[t], e))
+                model = nnx.merge(self.retrainer.graphdef, take(saved[t], e))
                 scores = influence_scores(model, self.corpus, self.tokens, influence, mesh)
                 np.save(path(e, t), scores)
         return {f"ekfac_seed{e}_step{t}": np.load(path(e, t)) for e, t in wanted}

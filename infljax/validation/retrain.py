@@ -35,6 +35,7 @@ from infljax import training
 from infljax.influence.measurement import make_nats_fn
 from infljax.models.decoder import Decoder, DecoderConfig
 from infljax.models.losses import Batch, token_nll
+from infljax.trees import stack
 
 
 @jax.tree_util.register_dataclass
@@ -193,8 +194,8 @@ class Retrainer:
         seeds = seeds + seeds[-1:] * pad
         weights = jnp.concatenate([weights, jnp.repeat(weights[-1:], pad, axis=0)])
         place = lambda tree: jax.device_put(tree, self._split)  # noqa: E731
-        data = place(_stack([self.seed_stream(s) for s in seeds]))
-        params = place(_stack([self.seed_params(s) for s in seeds]))
+        data = place(stack([self.seed_stream(s) for s in seeds]))
+        params = place(stack([self.seed_params(s) for s in seeds]))
         weights = place(weights)
         opt_state = jax.vmap(self.tx.init)(params)
         saved, done = {}, 0
@@ -227,10 +228,6 @@ def _first(tree, k: int):
     return jax.tree.map(lambda x: jnp.array(x[:k]), tree)
 
 
-def _stack(trees: list):
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
 def _chunk_ends(steps: int, chunk: int, checkpoints: tuple[int, ...]) -> list[int]:
     """Step counts after which a compiled chunk ends: every `chunk` steps, at every checkpoint
     and at the end (so the chunks have few distinct lengths, each compiled once)."""
@@ -238,8 +235,3 @@ def _chunk_ends(steps: int, chunk: int, checkpoints: tuple[int, ...]) -> list[in
     if bad:
         raise ValueError(f"checkpoints must be steps in [1, {steps}], got {bad}")
     return sorted({*range(chunk, steps, chunk), *checkpoints, steps})
-
-
-def unstack(params: nnx.State, k: int) -> nnx.State:
-    """Model `k` of stacked parameters."""
-    return jax.tree.map(lambda x: x[k], params)

@@ -20,6 +20,7 @@ from infljax.influence.measurement import completion_batch
 from infljax.models.io import load_model
 from infljax.models.losses import token_nll
 from infljax.stages.pretrain import train_model
+from infljax.trees import take
 from infljax.validation import metagradient, retrain
 from tests.tiny import TINY, random_corpus
 
@@ -51,7 +52,7 @@ def test_all_ones_is_the_pretrain_run(tmp_path, packing):
     args = dataclasses.replace(ARGS, packing=packing)
     run = retrain.Retrainer(TINY, args, corpus.tokens, corpus.lengths, chunk_steps=4)
     params, _ = run(np.ones((1, 14)), [args.seed])
-    _close(retrain.unstack(params, 0), _pretrained(tmp_path, corpus, args), 1e-9)
+    _close(take(params, 0), _pretrained(tmp_path, corpus, args), 1e-9)
 
 
 def test_zero_weight_is_exclusion_without_packing(tmp_path):
@@ -62,7 +63,7 @@ def test_zero_weight_is_exclusion_without_packing(tmp_path):
     run = retrain.Retrainer(TINY, ARGS, corpus.tokens, corpus.lengths)
     params, _ = run(weights, [ARGS.seed])
     expected = _pretrained(tmp_path, corpus, ARGS, exclude=excluded)
-    _close(retrain.unstack(params, 0), expected, 1e-9)
+    _close(take(params, 0), expected, 1e-9)
 
 
 def test_batched_models_equal_each_alone():
@@ -73,9 +74,9 @@ def test_batched_models_equal_each_alone():
     together, saved = run(weights, seeds, checkpoints=(2,))
     for k in range(3):
         alone, alone_saved = run(weights[k : k + 1], seeds[k : k + 1], checkpoints=(2,))
-        _close(retrain.unstack(together, k), retrain.unstack(alone, 0), 1e-9)
-        _close(retrain.unstack(saved[2], k), retrain.unstack(alone_saved[2], 0), 1e-9)
-    assert not np.allclose(_flat(retrain.unstack(together, 0)), _flat(retrain.unstack(together, 1)))
+        _close(take(together, k), take(alone, 0), 1e-9)
+        _close(take(saved[2], k), take(alone_saved[2], 0), 1e-9)
+    assert not np.allclose(_flat(take(together, 0)), _flat(take(together, 1)))
 
 
 def test_bad_weights_shape_is_refused():
