@@ -42,7 +42,7 @@ from infljax.curvature import (
     precondition,
 )
 from infljax.curvature.state import Counts, Statistics, zero_covariance, zero_lambdas
-from infljax.distributed import make_mesh, replicate, shard_batch
+from infljax.distributed import Placement, make_mesh, replicate, shard_batch
 from infljax.influence.query_grads import LowRankQueries
 from infljax.influence.scoring import ScoreArgs, make_plan, make_score_fn
 from infljax.models.capture import DEFAULT_LAYERS, by_layer, select_layers
@@ -150,11 +150,11 @@ class _FitSteps:
     @property
     def static(self) -> dict:
         fisher = FactorArgs().fisher
-        static = dict(graphdef=self.graphdef, layers=self.layers, mesh=self.mesh, fisher=fisher)
-        return static | {"placement": "replicated"}
+        placement = Placement(self.mesh)
+        return dict(graphdef=self.graphdef, layers=self.layers, fisher=fisher, placement=placement)
 
     def _zeros(self, zero_fn):
-        return passes.zero_sums(zero_fn, self.model, self.layers, self.mesh, "replicated")
+        return passes.zero_sums(zero_fn, self.model, self.layers, Placement(self.mesh))
 
     def covariance(self) -> tuple[Measurement, dict]:
         """The measurement and the sums (their eigenbases feed the lambda step)."""
@@ -204,7 +204,7 @@ def _scoring(model, layers, graphdef, params, batch: Batch, mesh, repeats: int) 
     score_args = ScoreArgs(batch_size=b, contraction=_CONTRACTION.value)
     plan, choices = make_plan(queries, score_args, t)
     plan = replicate(plan, mesh)
-    score_fn = make_score_fn(graphdef, tuple(layers), mesh)
+    score_fn = make_score_fn(graphdef, tuple(layers), Placement(mesh))
     compiled, compiling = _compile(lambda: score_fn.lower(params, batch, plan, None))
     seconds, _ = _time(lambda _: compiled(params, batch, plan, None), None, repeats)
     label = f"scores Q={q} r={r} ({'+'.join(sorted(set(choices.values())))})"
@@ -227,7 +227,7 @@ def _planned(stage, model, layers, mesh, batch: Batch, choices=None, **work) -> 
     b, t = batch.inputs.shape
     workload = Workload(seq=t, fisher=FactorArgs().fisher, **work)
     shapes = ModelShapes.of(model, layers)
-    return estimate(stage, shapes, workload, Layout.of_mesh(mesh), b, choices).total
+    return estimate(stage, shapes, workload, Layout.of(Placement(mesh)), b, choices).total
 
 
 def _forward_backward(graphdef, params, batch: Batch, repeats: int, n_tokens: int) -> Measurement:
@@ -330,7 +330,8 @@ def print_ihvp_table(
     fit = Batch.from_documents(tokens[:num_fit], lengths[:num_fit])
     queries = Batch.from_documents(tokens[num_fit:], lengths[num_fit:])
     args = FactorArgs(fisher="true", seed=0, lambda_chunk=8)
-    factors = fit_factors(model, layers, [fit], args, make_mesh(devices=jax.devices()[:1]))
+    one_device = Placement(make_mesh(devices=jax.devices()[:1]))
+    factors = fit_factors(model, layers, [fit], args, one_device)
     targets = exact.fisher_targets(model, fit, np.arange(num_fit), args.seed)
     grads = exact.per_sequence_gradients(model, fit, targets, layers)
     query_grads = exact.per_sequence_gradients(model, queries, queries.targets, layers)

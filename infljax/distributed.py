@@ -1,18 +1,21 @@
 """Mesh construction and batch placement (DESIGN §7).
 
-One mesh with axes ``("data", "model")``: batches are sharded over ``data``. Parameters are
-replicated, or with ``params="fsdp"`` (ZeRO-3 / FSDP style) each tensor is split over ``data``
-along its largest divisible dimension and gathered inside the step where it is used
-(`param_specs`, `place`, `gather`): at rest a device holds 1/data of the model, and a step
-gathers one block or layer at a time (the scans and loops of `infljax.models.capture`).
-Statistics are reduced with `jax.shard_map` + `psum` over ``data`` by the stages that
-accumulate them.
+One mesh with axes ``("data", "model")``: batches are sharded over ``data``. A `Placement`
+(the mesh and a policy, ``config.mesh.params``) says where the parameter-like trees of a step
+live: replicated, or with ``"fsdp"`` (ZeRO-3 / FSDP style) each tensor split over ``data`` along
+its largest divisible dimension and gathered inside the step where it is used
+(`Placement.place`, `Placement.step`, `gather`): at rest a device holds 1/data of the model,
+and a step gathers one block or layer at a time (the scans and loops of
+`infljax.models.capture`). Statistics are reduced over ``data`` inside the steps
+(`reduce_over_data`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -85,13 +88,13 @@ def replicate(tree, mesh: Mesh):
     return put(tree, replicated(mesh))
 
 
-def param_spec(shape: tuple[int, ...], mesh: Mesh, placement: str) -> PartitionSpec:
-    """A parameter's spec: replicated, or (fsdp) split over ``data`` along `split_axis`."""
-    size = mesh.shape["data"]
-    if placement not in PLACEMENTS:
-        raise ValueError(f"unknown parameter placement {placement!r}; valid: {PLACEMENTS}")
+def param_spec(shape: tuple[int, ...], mesh: Mesh, policy: str) -> PartitionSpec:
+    """A parameter's spec under `policy`: replicated, or (fsdp) split over ``data`` along
+    `split_axis`."""
+    if policy not in PLACEMENTS:
+        raise ValueError(f"unknown parameter placement {policy!r}; valid: {PLACEMENTS}")
     spec: list[str | None] = [None] * len(shape)
-    axis = split_axis(shape, size) if placement == "fsdp" else None
+    axis = split_axis(shape, mesh.shape["data"]) if policy == "fsdp" else None
     if axis is not None:
         spec[axis] = "data"
     return PartitionSpec(*spec)
@@ -109,26 +112,94 @@ def split_axis(shape: tuple[int, ...], size: int) -> int | None:
     return None
 
 
-def param_specs(tree, mesh: Mesh, placement: str, stacked: bool = False):
-    """`param_spec` of every leaf (works on tracers too: only shapes are read). `stacked`: each
-    leaf stacks one array per layer along its leading axis, which is never split (each layer
-    is split as it would be alone)."""
-    if stacked:
-        return jax.tree.map(
-            lambda x: PartitionSpec(None, *param_spec(tuple(x.shape[1:]), mesh, placement)), tree
-        )
-    return jax.tree.map(lambda x: param_spec(tuple(x.shape), mesh, placement), tree)
+# How `Placement.step` passes each argument into its shard_map.
+PLACED = "placed"  # a tree placed with `Placement.place`: its pieces, gathered where used
+STACKED = "stacked"  # placed with `place(..., stacked=True)` (per-site running sums)
+DATA = "data"  # split over ``data`` along its leading axis (batches, their row ids)
+WHOLE = "whole"  # replicated (seeds)
 
 
-def place(tree, mesh: Mesh, placement: str = "replicated", stacked: bool = False):
-    """Put a parameter tree on `mesh` as `placement` says (see `param_specs`)."""
-    specs = param_specs(tree, mesh, placement, stacked)
-    return put(tree, jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=_is_spec))
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a step's parameter-like trees (parameters, eigenbases, factors, plans, running
+    sums) live on `mesh`: ``"replicated"`` on every device, or ``"fsdp"``: each tensor split
+    over ``data`` along its largest divisible dimension (`split_axis`) and gathered inside the
+    step where it is used. Batches are always split over ``data``. Hashable: jitted steps take
+    it as a static argument."""
+
+    mesh: Mesh
+    policy: str = "replicated"
+
+    def __post_init__(self):
+        if self.policy not in PLACEMENTS:
+            raise ValueError(f"unknown parameter placement {self.policy!r}; valid: {PLACEMENTS}")
+
+    @property
+    def split(self) -> bool:
+        """Whether trees are split over ``data`` at rest (fsdp)."""
+        return self.policy == "fsdp"
+
+    @property
+    def data_size(self) -> int:
+        """Devices along ``data``: every batch size is a multiple of it."""
+        return self.mesh.shape["data"]
+
+    def specs(self, tree, stacked: bool = False):
+        """`param_spec` of every leaf (works on tracers too: only shapes are read). `stacked`:
+        each leaf stacks one array per layer along its leading axis, which is never split (each
+        layer is split as it would be alone)."""
+        if stacked:
+            return jax.tree.map(
+                lambda x: PartitionSpec(
+                    None, *param_spec(tuple(x.shape[1:]), self.mesh, self.policy)
+                ),
+                tree,
+            )
+        return jax.tree.map(lambda x: param_spec(tuple(x.shape), self.mesh, self.policy), tree)
+
+    def place(self, tree, stacked: bool = False):
+        """`tree` on the mesh as `specs` says."""
+        specs = self.specs(tree, stacked)
+        shardings = jax.tree.map(lambda s: NamedSharding(self.mesh, s), specs, is_leaf=_is_spec)
+        return put(tree, shardings)
+
+    def step(self, local: Callable, kinds: tuple[str, ...], out_specs) -> Callable:
+        """`fn(*args)`: `local(specs, *pieces)` under `jax.shard_map` over the mesh.
+
+        Each argument is passed as its kind says (PLACED, STACKED, DATA, WHOLE). `local` gets
+        this device's pieces and `specs`, one entry per argument: the PartitionSpecs of a
+        split PLACED or STACKED tree (hand them to `gather` where a piece is used), else None.
+        """
+
+        def run(*args):
+            specs = tuple(self._arg_specs(kind, x) for kind, x in zip(kinds, args, strict=True))
+            split = tuple(
+                s if self.split and kind in (PLACED, STACKED) else None
+                for kind, s in zip(kinds, specs, strict=True)
+            )
+            body = functools.partial(local, split)
+            return jax.shard_map(body, mesh=self.mesh, in_specs=specs, out_specs=out_specs)(*args)
+
+        return run
+
+    def _arg_specs(self, kind: str, tree):
+        if kind in (PLACED, STACKED):
+            return self.specs(tree, stacked=kind == STACKED)
+        if kind in (DATA, WHOLE):
+            return PartitionSpec("data") if kind == DATA else PartitionSpec()
+        raise ValueError(f"unknown argument kind {kind!r}; valid: {PLACED, STACKED, DATA, WHOLE}")
+
+
+def make_placement(args: MeshArgs = MeshArgs(), devices: list | None = None) -> Placement:
+    """The mesh of `args` over `devices` (default: all) and its parameter placement."""
+    return Placement(make_mesh(args, devices), args.params)
 
 
 def gather(tree, specs):
-    """Inside `jax.shard_map`: the full parameters from their local pieces (all-gather over
-    ``data`` of every split leaf; replicated leaves pass through)."""
+    """Inside `jax.shard_map`: the full tree from its local pieces (all-gather over ``data`` of
+    every split leaf; replicated leaves pass through). `specs` None: `tree` is whole already."""
+    if specs is None:
+        return tree
 
     def full(x, spec):
         for axis, name in enumerate(spec):
@@ -136,7 +207,13 @@ def gather(tree, specs):
                 return jax.lax.all_gather(x, name, axis=axis, tiled=True)
         return x
 
-    return jax.tree.map(full, tree, specs, is_leaf=lambda s: isinstance(s, PartitionSpec))
+    return jax.tree.map(full, tree, specs, is_leaf=_is_spec)
+
+
+def gather_layer(piece, specs: dict | None, path: str):
+    """`gather` of layer `path`'s piece of a per-layer tree ({path: ...}: factors, eigenbases,
+    a plan) whose specs are `specs` (None: the tree is whole)."""
+    return piece if specs is None else gather(piece, specs[path])
 
 
 def reduce_over_data(tree, specs):
@@ -149,7 +226,7 @@ def reduce_over_data(tree, specs):
                 return jax.lax.psum_scatter(x, name, scatter_dimension=axis, tiled=True)
         return jax.lax.psum(x, "data")
 
-    return jax.tree.map(reduce, tree, specs, is_leaf=lambda s: isinstance(s, PartitionSpec))
+    return jax.tree.map(reduce, tree, specs, is_leaf=_is_spec)
 
 
 def on_mesh(tree, mesh: Mesh):

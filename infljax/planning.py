@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from infljax.distributed import split_axis
+from infljax.distributed import Placement, split_axis
 from infljax.influence import scoring
 from infljax.influence.query_grads import DenseQueries, LowRankQueries
 from infljax.models.capture import (
@@ -141,11 +141,11 @@ class Layout:
             raise ValueError(f"Layout sizes must be positive, got {self}")
 
     @classmethod
-    def of_mesh(cls, mesh: jax.sharding.Mesh, placement: str = "replicated") -> Layout:
-        """The layout of the factors and scores stages on `mesh` with ``config.mesh.params``
-        = `placement` ("fsdp" splits parameters and factors over ``data``)."""
-        data = mesh.shape["data"]
-        shards = data if placement == "fsdp" else 1
+    def of(cls, placement: Placement) -> Layout:
+        """The layout of the factors and scores stages under `placement` ("fsdp" splits
+        parameters and factors over ``data``)."""
+        data = placement.data_size
+        shards = data if placement.split else 1
         return cls(data, shards, shards)
 
 

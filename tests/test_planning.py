@@ -23,7 +23,7 @@ from flax import nnx
 from infljax import planning, training
 from infljax.curvature import DampingArgs, passes
 from infljax.curvature.state import Eigenbasis, LayerFactors, zero_covariance, zero_lambdas
-from infljax.distributed import make_mesh, param_spec, place, replicate, shard_batch
+from infljax.distributed import Placement, make_mesh, param_spec, replicate, shard_batch
 from infljax.influence import query_grads
 from infljax.influence.query_grads import LowRankQueries
 from infljax.influence.scoring import ScoreArgs, make_plan, make_score_fn
@@ -51,6 +51,10 @@ class Steps:
     placement: str = "replicated"  # config.mesh.params (factors, scores)
 
     @property
+    def where(self) -> Placement:
+        return Placement(self.mesh, self.placement)
+
+    @property
     def model(self) -> Decoder:
         return Decoder(self.cfg, rngs=nnx.Rngs(0))
 
@@ -75,29 +79,24 @@ class Steps:
         model = self.model
         layers = select_layers(model)
         graphdef, params = nnx.split(model)
-        static = dict(graphdef=graphdef, layers=layers, mesh=self.mesh, fisher="true")
-        static["placement"] = self.placement
+        static = dict(graphdef=graphdef, layers=layers, fisher="true", placement=self.where)
         shapes, dtype = passes.layer_shapes(model, layers), passes.factor_dtype(model, layers)
         seed = jnp.asarray(0, jnp.uint32)
         return self._place(params), static, shapes, dtype, seed
 
     def _place(self, tree):
-        return place(tree, self.mesh, self.placement)
+        return self.where.place(tree)
 
     def covariance(self) -> int:
         params, static, shapes, dtype, seed = self._fit_inputs()
-        sums = passes.zero_sums(
-            zero_covariance, self.model, static["layers"], self.mesh, self.placement
-        )
+        sums = passes.zero_sums(zero_covariance, self.model, static["layers"], self.where)
         step = passes.covariance_step.lower(params, sums, seed, self._row_batch(), **static)
         return planning.compiled_bytes(step.compile())
 
     def lambdas(self, chunk: int) -> int:
         params, static, shapes, dtype, seed = self._fit_inputs()
         bases = self._place({p: _basis(o, i, dtype) for p, (o, i) in shapes.items()})
-        sums = passes.zero_sums(
-            zero_lambdas, self.model, static["layers"], self.mesh, self.placement
-        )
+        sums = passes.zero_sums(zero_lambdas, self.model, static["layers"], self.where)
         step = passes.lambda_step.lower(
             params, bases, sums, seed, self._row_batch(), chunk=chunk, **static
         )
@@ -115,7 +114,7 @@ class Steps:
         )
         args = query_grads.QueryArgs(rank=self.rank, batch_size=self.batch)
         fn = query_grads.make_query_plan_fn(
-            graphdef, layers, self.mesh, "ekfac", DampingArgs(), args, self.placement
+            graphdef, layers, self.where, "ekfac", DampingArgs(), args
         )
         rows = shard_batch(np.arange(self.batch, dtype=np.int32), self.mesh)
         step = fn.lower(self._place(params), self._row_batch().batch, rows, factors)
@@ -135,7 +134,7 @@ class Steps:
         }
         args = ScoreArgs(batch_size=self.batch, contraction=self.contraction)
         plan, choices = make_plan(queries, args, self.cfg.max_length)
-        fn = make_score_fn(graphdef, layers, self.mesh, placement=self.placement)
+        fn = make_score_fn(graphdef, layers, self.where)
         batch = self._row_batch().batch
         compiled = fn.lower(self._place(params), batch, self._place(plan), None)
         return planning.compiled_bytes(compiled.compile()), choices
@@ -156,7 +155,7 @@ def planned(stage: str, steps: Steps, **work) -> planning.StageMemory:
     shapes = planning.ModelShapes.from_config(steps.cfg)
     defaults = dict(seq=steps.cfg.max_length, queries=QUERIES, rank=steps.rank)
     workload = planning.Workload(**(defaults | work))
-    layout = planning.Layout.of_mesh(steps.mesh, steps.placement)
+    layout = planning.Layout.of(steps.where)
     return planning.estimate(stage, shapes, workload, layout, steps.batch)
 
 
@@ -218,8 +217,8 @@ def test_fsdp_splits_parameters_and_factors_at_rest_and_the_step_gathers_a_layer
     shapes = planning.ModelShapes.from_config(SMALL)
     work = planning.Workload(seq=SMALL.max_length)
     layouts = {
-        "replicated": planning.Layout.of_mesh(mesh2),
-        "fsdp": planning.Layout.of_mesh(mesh2, "fsdp"),
+        "replicated": planning.Layout.of(Placement(mesh2)),
+        "fsdp": planning.Layout.of(Placement(mesh2, "fsdp")),
     }
     assert layouts["fsdp"] == planning.Layout(data=2, param_shards=2, factor_shards=2)
     parts = {
@@ -312,7 +311,7 @@ def test_factors_stage_refuses_with_the_numbers_and_the_batch_that_fits(monkeypa
     at_64 = planning.estimate("covariance", shapes, work, planning.Layout(data=2), 64).total
     monkeypatch.setattr(planning, "device_memory_bytes", lambda: at_64 // 2)
     with pytest.raises(planning.PlanError) as error:
-        factors._report_memory("m", model, layers, plan, args, mesh2, SMALL.max_length)
+        factors._report_memory("m", model, layers, plan, args, Placement(mesh2), SMALL.max_length)
     message = str(error.value)
     assert message.startswith(f"covariance: needs {planning.format_bytes(at_64)} per device")
     assert f"device has {planning.format_bytes(at_64 // 2)}" in message
@@ -321,7 +320,7 @@ def test_factors_stage_refuses_with_the_numbers_and_the_batch_that_fits(monkeypa
         f"config.factors.batch_size={best} fits with 10% headroom"
     )
     monkeypatch.setattr(planning, "device_memory_bytes", lambda: None)  # CPU: nothing checked
-    factors._report_memory("m", model, layers, plan, args, mesh2, SMALL.max_length)
+    factors._report_memory("m", model, layers, plan, args, Placement(mesh2), SMALL.max_length)
 
 
 def test_scores_stage_refuses_a_plan_that_cannot_fit(monkeypatch):

@@ -1,6 +1,6 @@
 """EK-FAC curvature: factor state, covariance and lambda passes, eigendecomposition, strategies.
 
-    factors = fit_factors(model, layers, batches, FactorArgs(), mesh)
+    factors = fit_factors(model, layers, batches, FactorArgs(), Placement(mesh))
     ihvp = precondition("ekfac", factors[path], grads, DampingArgs())
 
 See DESIGN.md §2 for the conventions (a, g, A, S, lambdas, damping).

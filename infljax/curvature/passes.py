@@ -3,10 +3,10 @@
 Each pass is one jitted step per batch: a `jax.shard_map` over the mesh's ``data`` axis runs
 `capture` on the local rows, reduces the statistics inside the same jit and sums them over
 devices, so `a` and `g` never leave the device (DESIGN §6, §7). Parameters, eigenbases and the
-running sums are replicated, or with ``placement="fsdp"`` split over ``data``: gathered where
-used, and the sums reduce-scattered so each device keeps 1/data of them. True-Fisher labels are
-sampled with one key per sequence, `fold_in(key(seed), row)`, so they do not depend on the batch
-size, the partitioning or the number of devices.
+running sums are placed as an `infljax.distributed.Placement` says: replicated, or split over
+``data`` (fsdp): gathered where used, and the sums reduce-scattered so each device keeps 1/data
+of them. True-Fisher labels are sampled with one key per sequence, `fold_in(key(seed), row)`,
+so they do not depend on the batch size, the partitioning or the number of devices.
 """
 
 from __future__ import annotations
@@ -37,10 +37,13 @@ from infljax.curvature.state import (
 )
 from infljax.data.corpus import TokenizedCorpus, read_rows
 from infljax.distributed import (
-    gather,
+    DATA,
+    PLACED,
+    STACKED,
+    WHOLE,
+    Placement,
+    gather_layer,
     global_batch,
-    param_specs,
-    place,
     reduce_over_data,
     to_host,
 )
@@ -152,38 +155,35 @@ def _sample_key(fisher: str, seed: jax.Array, rows: jax.Array) -> jax.Array | No
     return None if fisher == "empirical" else label_keys(seed, rows)
 
 
-def _sharded_step(local: Callable, mesh: Mesh, placement: str, placed: tuple, sums) -> Callable:
-    """shard_map of `local(specs, reduce, sums, *placed, seed, row_batch) -> (sums, counts)`.
+def _sharded_step(local: Callable, placement: Placement, placed: int, sums) -> Callable:
+    """`fn(sums, *placed, seed, row_batch) -> (sums, counts)`: `local(specs, reduce, sums,
+    *placed, seed, row_batch)` under `Placement.step`.
 
-    The `placed` arguments (parameters, eigenbases) are replicated or, under ``fsdp``, split
-    over data (`infljax.distributed.param_specs`): `local` receives this device's pieces and
-    `specs`, their PartitionSpecs (None when replicated), and gathers each piece where it is
-    used. The running `sums` are kept per site, stacked (`infljax.models.capture.by_site`), and
-    placed alike, each layer's slice split as the layer alone would be. `reduce(new)` sums one
-    layer's batch statistics over data; split, each device keeps only its slice of the sum (a
-    reduce-scatter instead of an all-reduce). The batch is split over data.
+    The `placed` trees (parameters, eigenbases) arrive as this device's pieces, with `specs`
+    to gather them where used (`infljax.distributed.gather`). The running `sums` are kept per
+    site, stacked (`infljax.models.capture.by_site`), and placed alike, each layer's slice split
+    as the layer alone would be. `reduce(new)` sums one layer's batch statistics over data;
+    split, each device keeps only its slice of the sum (a reduce-scatter instead of an
+    all-reduce). The batch is split over data.
     """
-    specs = tuple(param_specs(x, mesh, placement) for x in placed)
-    sum_specs = param_specs(sums, mesh, placement, stacked=True)
-    in_specs = (sum_specs, *specs, P(), P("data"))
-    split = specs if placement == "fsdp" else None
 
     def reduce(new):
-        return reduce_over_data(new, param_specs(new, mesh, placement))
+        return reduce_over_data(new, placement.specs(new))
 
-    def body(*args):
-        new, counts = local(split, reduce, *args)
+    def body(specs, *args):
+        new, counts = local(specs[1 : 1 + placed], reduce, *args)
         return new, jax.lax.psum(counts, "data")
 
-    return jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=(sum_specs, P()))
+    kinds = (STACKED, *[PLACED] * placed, WHOLE, DATA)
+    return placement.step(body, kinds, out_specs=(placement.specs(sums, stacked=True), P()))
 
 
-_STATIC = ("graphdef", "layers", "mesh", "fisher", "placement")
+_STATIC = ("graphdef", "layers", "fisher", "placement")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC, donate_argnames=("sums",))
 def covariance_step(
-    params, sums, seed, row_batch: RowBatch, *, graphdef, layers, mesh, fisher, placement
+    params, sums, seed, row_batch: RowBatch, *, graphdef, layers, fisher, placement
 ):
     """sums + this batch's Σ a aᵀ, Σ g gᵀ (sums per site, `zero_sums`); and int32 [2] (tokens,
     sequences) of the batch."""
@@ -191,7 +191,7 @@ def covariance_step(
     def local(specs, reduce, sums, params, seed, rb: RowBatch):
         model = nnx.merge(graphdef, params)
         key = _sample_key(fisher, seed, rb.rows)
-        _, io = capture(model, rb.batch, layers, sample_key=key, specs=_first(specs))
+        _, io = capture(model, rb.batch, layers, sample_key=key, specs=specs[0])
         mask = rb.batch.mask
 
         def layer(path, layer_io, _):  # one layer's batch statistics at a time
@@ -199,7 +199,7 @@ def covariance_step(
 
         return io.accumulate(layer, sums), statistics.batch_counts(mask)
 
-    return _sharded_step(local, mesh, placement, (params,), sums)(sums, params, seed, row_batch)
+    return _sharded_step(local, placement, 1, sums)(sums, params, seed, row_batch)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC + ("chunk",), donate_argnames=("sums",))
@@ -212,7 +212,6 @@ def lambda_step(
     *,
     graphdef,
     layers,
-    mesh,
     fisher,
     placement,
     chunk,
@@ -223,32 +222,28 @@ def lambda_step(
     def local(specs, reduce, sums, params, bases, seed, rb: RowBatch):
         model = nnx.merge(graphdef, params)
         key = _sample_key(fisher, seed, rb.rows)
-        _, io = capture(model, rb.batch, layers, sample_key=key, specs=_first(specs))
+        _, io = capture(model, rb.batch, layers, sample_key=key, specs=specs[0])
         mask = rb.batch.mask
 
         def layer(path, layer_io, basis):  # one layer's eigenbasis and statistics at a time
-            basis = basis if specs is None else gather(basis, specs[1][path])
+            basis = gather_layer(basis, specs[1], path)
             return reduce(statistics.lambda_sums(layer_io, mask, basis, chunk))
 
         new = io.accumulate(layer, sums, {p: bases[p] for p in layers})
         return new, statistics.batch_counts(mask)
 
-    step = _sharded_step(local, mesh, placement, (params, bases), sums)
+    step = _sharded_step(local, placement, 2, sums)
     return step(sums, params, bases, seed, row_batch)
 
 
 def zero_sums(
-    zero: Callable, model: nnx.Module, layers: Sequence[str], mesh: Mesh, placement: str
+    zero: Callable, model: nnx.Module, layers: Sequence[str], placement: Placement
 ) -> dict:
     """The zero running sums of a pass (`zero`: `zero_covariance` or `zero_lambdas`), kept per
     site and stacked as the steps accumulate them (`infljax.models.capture.by_site`), placed
-    on `mesh`."""
+    as `placement` says."""
     per_layer = zero(layer_shapes(model, layers), factor_dtype(model, layers))
-    return place(by_site(per_layer, sites(model, layers)), mesh, placement, stacked=True)
-
-
-def _first(specs: tuple | None):
-    return None if specs is None else specs[0]
+    return placement.place(by_site(per_layer, sites(model, layers)), stacked=True)
 
 
 def with_rows(batches: Iterable[Batch | RowBatch]) -> Iterator[RowBatch]:
@@ -286,9 +281,9 @@ def factor_dtype(model: nnx.Module, layers: Sequence[str]) -> jnp.dtype:
     return statistics.stats_dtype(layer_module(model, layers[0]).kernel[...].dtype)
 
 
-def _split(model: nnx.Module, mesh: Mesh, placement: str):
+def _split(model: nnx.Module, placement: Placement):
     graphdef, params = nnx.split(model)
-    return graphdef, place(params, mesh, placement)
+    return graphdef, placement.place(params)
 
 
 def covariance_pass(
@@ -296,23 +291,20 @@ def covariance_pass(
     layers: Sequence[str],
     batches: Iterable[Batch | RowBatch],
     args: FactorArgs,
-    mesh: Mesh,
+    placement: Placement,
     progress: Callable[[int], None] | None = None,
-    placement: str = "replicated",
 ) -> Statistics[CovarianceSums]:
-    """Σ a aᵀ, Σ g gᵀ and the counts over `batches` (each batch size divisible by mesh data).
-
-    `placement`: the parameters replicated or FSDP-split over data (`infljax.distributed`)."""
-    graphdef, params = _split(model, mesh, placement)
-    static = dict(graphdef=graphdef, layers=tuple(layers), mesh=mesh, fisher=args.fisher)
-    static["placement"] = placement
+    """Σ a aᵀ, Σ g gᵀ and the counts over `batches` (each batch size divisible by the mesh's
+    data axis), the parameters and sums placed as `placement` says."""
+    graphdef, params = _split(model, placement)
+    static = dict(graphdef=graphdef, layers=tuple(layers), fisher=args.fisher, placement=placement)
     seed = jnp.asarray(args.seed, jnp.uint32)
 
     def step(sums, row_batch):
         return covariance_step(params, sums, seed, row_batch, **static)
 
-    sums = zero_sums(zero_covariance, model, layers, mesh, placement)
-    return _run_pass(step, sums, batches, mesh, progress)
+    sums = zero_sums(zero_covariance, model, layers, placement)
+    return _run_pass(step, sums, batches, placement.mesh, progress)
 
 
 def lambda_pass(
@@ -321,23 +313,21 @@ def lambda_pass(
     bases: dict[str, Eigenbasis],
     batches: Iterable[Batch | RowBatch],
     args: FactorArgs,
-    mesh: Mesh,
+    placement: Placement,
     progress: Callable[[int], None] | None = None,
-    placement: str = "replicated",
 ) -> Statistics[LambdaSums]:
     """Σ (Q_Sᵀ G Q_A)², Σ G² over sequences and the counts, in the eigenbases `bases`."""
-    graphdef, params = _split(model, mesh, placement)
-    static = dict(graphdef=graphdef, layers=tuple(layers), mesh=mesh, fisher=args.fisher)
-    static["placement"] = placement
-    static["chunk"] = args.chunk_for(mesh)
+    graphdef, params = _split(model, placement)
+    static = dict(graphdef=graphdef, layers=tuple(layers), fisher=args.fisher, placement=placement)
+    static["chunk"] = args.chunk_for(placement.mesh)
     seed = jnp.asarray(args.seed, jnp.uint32)
-    bases = place({p: bases[p] for p in layers}, mesh, placement)
+    bases = placement.place({p: bases[p] for p in layers})
 
     def step(sums, row_batch):
         return lambda_step(params, bases, sums, seed, row_batch, **static)
 
-    sums = zero_sums(zero_lambdas, model, layers, mesh, placement)
-    return _run_pass(step, sums, batches, mesh, progress)
+    sums = zero_sums(zero_lambdas, model, layers, placement)
+    return _run_pass(step, sums, batches, placement.mesh, progress)
 
 
 def fit_factors(
@@ -345,8 +335,7 @@ def fit_factors(
     layers: Sequence[str],
     batches: Iterable[Batch | RowBatch],
     args: FactorArgs,
-    mesh: Mesh,
-    placement: str = "replicated",
+    placement: Placement,
 ) -> Factors:
     """EK-FAC factors of `layers`: covariance pass, eigendecomposition, lambda pass.
 
@@ -359,7 +348,7 @@ def fit_factors(
             "another re-iterable collection, not an iterator/generator"
         )
     check_finite_parameters(model)
-    covariance = covariance_pass(model, layers, batches, args, mesh, placement=placement)
+    covariance = covariance_pass(model, layers, batches, args, placement)
     bases = eigendecompose(covariance)
-    lambdas = lambda_pass(model, layers, bases, batches, args, mesh, placement=placement)
+    lambdas = lambda_pass(model, layers, bases, batches, args, placement)
     return build_factors(covariance, bases, lambdas)

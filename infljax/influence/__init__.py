@@ -4,7 +4,7 @@
     grads = query_gradients(make_query_grads_fn(graphdef, layers), state, tokens, 16, mesh)
     queries = compress(precondition_queries(grads, "ekfac", factors), QueryArgs(rank=32))
     plan, choices = make_plan(queries, ScoreArgs(batch_size=64), corpus.max_length)
-    result = score_documents(make_score_fn(graphdef, layers, mesh), state, plan, corpus,
+    result = score_documents(make_score_fn(graphdef, layers, Placement(mesh)), state, plan, corpus,
                              (0, corpus.num_documents), 64, mesh)
 
 `result.scores[q, m] = Σ_layers ⟨IHVP(∇ NLL_q), ∇ L_m⟩` (DESIGN §2); the stage

@@ -3,20 +3,20 @@ score every document. For models and corpora that fit in memory at once (the emb
 validation's seed ensembles and training checkpoints, tests); the resumable, disk-backed stages
 (`infljax.stages.factors`, `infljax.stages.scores`) compose the same library calls.
 
-    scores = influence_scores(model, corpus, query_tokens, InfluenceArgs(layers), mesh)
+    scores = influence_scores(model, corpus, query_tokens, InfluenceArgs(layers), Placement(mesh))
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import jax
 import numpy as np
 from flax import nnx
 
 from infljax.curvature.passes import FactorArgs, fit_factors, row_batches
 from infljax.curvature.strategies import DampingArgs
 from infljax.data.corpus import TokenizedCorpus
+from infljax.distributed import Placement
 from infljax.influence import query_grads, scoring
 from infljax.influence.measurement import QueryTokens
 from infljax.models.capture import select_layers
@@ -43,23 +43,30 @@ def influence_scores(
     corpus: TokenizedCorpus,
     queries: QueryTokens,
     args: InfluenceArgs,
-    mesh: jax.sharding.Mesh,
+    placement: Placement,
 ) -> np.ndarray:
     """scores [Q, N] (float32, DESIGN §2) of every query against every corpus document, the
-    factors fitted on the whole corpus (as the factors stage does with num_documents=0)."""
+    factors fitted on the whole corpus (as the factors stage does with num_documents=0), the
+    parameters, factors and plan placed as `placement` says."""
     layers = select_layers(model, args.layers)
     factors = None
     if args.strategy != "identity":
         batches = list(row_batches(corpus, np.arange(corpus.num_documents), args.fit_batch_size))
-        factors = fit_factors(model, layers, batches, args.factors, mesh)
+        factors = fit_factors(model, layers, batches, args.factors, placement)
     graphdef, state = nnx.split(model)
     prepared = query_grads.prepare_queries(
-        graphdef, layers, state, queries, args.queries, mesh, args.strategy, factors,
+        graphdef, layers, state, queries, args.queries, placement, args.strategy, factors,
         args.damping,
     )  # fmt: skip
     plan, _ = scoring.make_plan(prepared, args.scoring, corpus.max_length)
-    score_fn = scoring.make_score_fn(graphdef, layers, mesh)
+    score_fn = scoring.make_score_fn(graphdef, layers, placement)
     result = scoring.score_documents(
-        score_fn, state, plan, corpus, (0, corpus.num_documents), args.scoring.batch_size, mesh
+        score_fn,
+        state,
+        plan,
+        corpus,
+        (0, corpus.num_documents),
+        args.scoring.batch_size,
+        placement.mesh,
     )
     return np.asarray(result.scores, np.float32)

@@ -23,10 +23,11 @@ from jax.sharding import PartitionSpec as P
 
 from infljax.curvature import DampingArgs, Factors, precondition
 from infljax.distributed import (
-    gather,
+    DATA,
+    PLACED,
+    Placement,
+    gather_layer,
     on_mesh,
-    param_specs,
-    place,
     replicated,
     round_up,
     shard_batch,
@@ -233,11 +234,10 @@ def _randomized_svd(m: jax.Array, key: jax.Array, width: int, power_iterations: 
 def make_query_plan_fn(
     graphdef: nnx.GraphDef,
     layers: tuple[str, ...],
-    mesh: jax.sharding.Mesh,
+    placement: Placement,
     strategy: str,
     damping: DampingArgs,
     args: QueryArgs,
-    placement: str = "replicated",
     factorise_here: bool = True,
 ) -> Callable:
     """A jitted `(state, batch, rows, factors) -> {layer: LayerQueries}` of every row of the
@@ -246,21 +246,20 @@ def make_query_plan_fn(
     (`infljax.models.capture.Captured.map`), so only one layer's dense gradients exist at once.
 
     The batch and `rows` (each row's query index, seeding its randomized sketch) are split over
-    ``data``: each device prepares its own queries. The state and the factors are replicated or
-    FSDP-split (`placement`), gathered a block (`capture`) or a layer at a time. Without
+    ``data``: each device prepares its own queries. The state and the factors are placed as
+    `placement` says, gathered a block (`capture`) or a layer at a time. Without
     `factorise_here` the step returns the dense preconditioned gradients (`prepare_queries`
     factorises them on the host where the devices should not).
     """
-    split = placement == "fsdp"
 
     def local(specs, state, batch, rows, factors):
-        state_specs, factor_specs = specs if split else (None, None)
+        state_specs, _, _, factor_specs = specs
         _, io = capture(nnx.merge(graphdef, state), batch, layers, specs=state_specs)
 
         def layer(path, layer_io, inputs):  # one layer's gradients at a time
             layer_factors, layer_id = inputs
-            if factor_specs is not None and layer_factors is not None:
-                layer_factors = gather(layer_factors, factor_specs[path])
+            if layer_factors is not None:
+                layer_factors = gather_layer(layer_factors, factor_specs, path)
             grads = jnp.einsum("bto,bti->boi", layer_io.g, layer_io.a)
             pre = precondition(strategy, layer_factors, grads, damping)
             if args.rank == 0 or not factorise_here:
@@ -270,16 +269,10 @@ def make_query_plan_fn(
         factors = dict.fromkeys(layers) if factors is None else factors
         return io.map(layer, {p: (factors[p], layer_key(p)) for p in layers})
 
-    def step(state, batch, rows, factors):
-        specs = tuple(param_specs(x, mesh, placement) for x in (state, factors))
-        in_specs = (specs[0], P("data"), P("data"), specs[1])
-        body = functools.partial(local, specs)
-        fn = jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=P("data"))
-        return fn(state, batch, rows, factors)
-
+    step = placement.step(local, (PLACED, DATA, DATA, PLACED), out_specs=P("data"))
     # Every device ends with all the results (gathered inside this program; a separate
     # cross-process gather per output would be one more collective launch per leaf).
-    return jax.jit(step, out_shardings=replicated(mesh))
+    return jax.jit(step, out_shardings=replicated(placement.mesh))
 
 
 def prepare_queries(
@@ -288,30 +281,28 @@ def prepare_queries(
     state: nnx.State,
     queries: QueryTokens,
     args: QueryArgs,
-    mesh: jax.sharding.Mesh,
+    placement: Placement,
     strategy: str,
     factors: Factors | None = None,
     damping: DampingArgs | None = None,
-    placement: str = "replicated",
 ) -> dict[str, LayerQueries]:
     """Preconditioned, compressed query gradients (host arrays), `args.batch_size` queries at a
     time (rounded up to a multiple of the data axis) through `make_query_plan_fn`: the dense
     [Q, d_out, d_in] gradients of every layer never exist at once (unless rank 0). The layers
-    go in `args.layer_groups` groups; each group's factors are placed on `mesh` as `placement`
-    says only while its queries are prepared (factors already placed stay as they are).
+    go in `args.layer_groups` groups; each group's factors are placed as `placement` says only
+    while its queries are prepared (factors already placed stay as they are).
 
     Equals `compress(precondition_queries(query_gradients(...)), args)`. A state already on
-    `mesh` (`infljax.distributed.place`) stays as it is; otherwise it is replicated.
+    the mesh (`infljax.distributed.Placement.place`) stays as it is; otherwise it is replicated.
     """
     damping = DampingArgs() if damping is None else damping
+    mesh = placement.mesh
     state = on_mesh(state, mesh)
     here = _factorise_on_devices(mesh)
     out = {}
     for group in layer_groups(list(layers), args.layer_groups):
-        plan_fn = make_query_plan_fn(
-            graphdef, group, mesh, strategy, damping, args, placement, here
-        )
-        placed = None if factors is None else place({p: factors[p] for p in group}, mesh, placement)
+        plan_fn = make_query_plan_fn(graphdef, group, placement, strategy, damping, args, here)
+        placed = None if factors is None else placement.place({p: factors[p] for p in group})
         out.update(_prepare_group(plan_fn, state, queries, placed, mesh, args, here))
     return out
 

@@ -26,10 +26,12 @@ from jax.sharding import PartitionSpec as P
 from infljax.curvature import DampingArgs, Factors, precondition
 from infljax.data.corpus import TokenizedCorpus, read_rows
 from infljax.distributed import (
-    gather,
+    DATA,
+    PLACED,
+    Placement,
+    gather_layer,
     global_batch,
     on_mesh,
-    param_specs,
     process_rows,
     replicated,
     to_host,
@@ -148,27 +150,24 @@ class SelfInfluence:
 def make_score_fn(
     graphdef: nnx.GraphDef,
     layers: tuple[str, ...],
-    mesh: jax.sharding.Mesh,
+    placement: Placement,
     self_influence: SelfInfluence | None = None,
-    placement: str = "replicated",
 ) -> Callable[[nnx.State, Batch, Plan, Factors | None], BatchScores]:
     """A jitted `(state, batch, plan, factors) -> BatchScores`, the batch split over ``data``.
 
-    The state, the plan and the factors (used only for self-influence; may be None) are
-    replicated or FSDP-split (`placement`, `infljax.distributed.place`): split, the step
-    gathers one block's parameters (`capture`) and one layer's plan and factors at a time. All
-    are passed as arguments, never baked into the compiled function as constants.
+    The state, the plan and the factors (used only for self-influence; may be None) are placed
+    as `placement` says (`infljax.distributed.Placement.place`): split, the step gathers one
+    block's parameters (`capture`) and one layer's plan and factors at a time. All are passed
+    as arguments, never baked into the compiled function as constants.
     """
-    split = placement == "fsdp"
 
     def local(specs, state, batch, plan, factors):
-        state_specs, plan_specs, factor_specs = specs if split else (None, None, None)
+        state_specs, _, plan_specs, factor_specs = specs
         model = nnx.merge(graphdef, state)
         _, io = capture(model, batch, layers, specs=state_specs)
 
         def layer(path, layer_io, layer_plan):  # one layer's contraction (and plan) at a time
-            if plan_specs is not None:
-                layer_plan = gather(layer_plan, plan_specs[path])
+            layer_plan = gather_layer(layer_plan, plan_specs, path)
             return contraction.layer_scores(layer_io, layer_plan)
 
         results = io.map(layer, {p: plan[p] for p in layers}).values()
@@ -181,18 +180,10 @@ def make_score_fn(
         )
 
     out_specs = BatchScores(P(None, "data"), P(None, None, "data"), P("data"), P("data"))
-
-    def step(state, batch, plan, factors):
-        specs = tuple(param_specs(x, mesh, placement) for x in (state, plan, factors))
-        in_specs = (specs[0], P("data"), specs[1], specs[2])
-        body = functools.partial(local, specs)
-        return jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=out_specs)(
-            state, batch, plan, factors
-        )
-
+    step = placement.step(local, (PLACED, DATA, PLACED, PLACED), out_specs)
     # Every device ends with all the results (gathered inside this program; a separate
     # cross-process gather per output would be one more collective launch per leaf).
-    return jax.jit(step, out_shardings=replicated(mesh))
+    return jax.jit(step, out_shardings=replicated(placement.mesh))
 
 
 def _self_influence(io, layers, how: SelfInfluence | None, factors, specs) -> jax.Array:
@@ -203,8 +194,8 @@ def _self_influence(io, layers, how: SelfInfluence | None, factors, specs) -> ja
 
     def layer(path, layer_io, layer_factors):
         grads = contraction.sequence_grads(layer_io)
-        if layer_factors is not None and specs is not None:
-            layer_factors = gather(layer_factors, specs[path])
+        if layer_factors is not None:
+            layer_factors = gather_layer(layer_factors, specs, path)
         ihvp = precondition(how.strategy, layer_factors, grads, how.damping)
         return jnp.sum(ihvp * grads, axis=(1, 2))
 
@@ -226,7 +217,8 @@ def score_documents(
     """Scores of corpus rows (a (start, stop) range or explicit indices), as host arrays.
 
     `factors` feed self-influence only. A state, plan or factors already on `mesh` (replicated
-    or FSDP-split, `infljax.distributed.place`) stay as they are; anything else is replicated.
+    or FSDP-split, `infljax.distributed.Placement.place`) stay as they are; anything else is
+    replicated.
     `on_batch(num_documents)` is called after each batch (progress bars). Dispatch runs one
     batch ahead of the host copy so the device never waits for Python. With several processes
     each reads only its rows of every batch, and every process returns all the scores.

@@ -131,7 +131,7 @@ def capture(
 
     `specs` (FSDP, inside `jax.shard_map`): the model holds only this device's pieces of its
     parameters, split over ``data`` as the PartitionSpecs `specs` (a tree like
-    `nnx.state(model)`, `infljax.distributed.param_specs`) say. The forward then gathers one
+    `nnx.state(model)`, `infljax.distributed.Placement.specs`) say. The forward then gathers one
     block's parameters at a time, just before the block runs, and the backward gathers them
     again (recomputing the block) instead of keeping them: a device holds its pieces, the
     embeddings (unless split over the vocabulary, below) and one block's parameters, never the

@@ -63,7 +63,7 @@ class ConvertArgs:
     """Attributes:
     dtype: parameter dtype of the converted model (float32 or bfloat16; float64 for tests).
     shard: "replicated" (every device holds every tensor) or "fsdp" (each tensor split over the
-      mesh's ``data`` axis along its largest divisible dimension, `infljax.distributed.place`).
+      mesh's ``data`` axis along its largest divisible dimension, `infljax.distributed.Placement`).
     max_length: longest sequence the model accepts; 0 = the checkpoint's
       ``max_position_embeddings``. Lower it to bound generation buffers (GPT-2's learned
       positions are cut to it).

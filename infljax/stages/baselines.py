@@ -43,7 +43,7 @@ from ml_collections import ConfigDict
 from infljax.checkpoints import begin_stage, finish_stage
 from infljax.data.corpus import load_corpus
 from infljax.data.tokenization import load_tokenizer
-from infljax.distributed import MeshArgs, make_mesh
+from infljax.distributed import MeshArgs, make_placement
 from infljax.influence import baselines, query_grads
 from infljax.influence.measurement import QueryText, read_query_records
 from infljax.multihost import on_main
@@ -155,8 +155,9 @@ def _scoring_baseline(config: ConfigDict, workdir: Path, name: str, corpus, meth
     )
     tokenizer = load_tokenizer(tokenizer_path(workdir))
     inputs = ModelInputs.of_workdir(workdir, name, corpus, tokenizer)
-    mesh = make_mesh(MeshArgs(**config.mesh.to_dict()))
-    score_model(name, inputs, args, mesh, baselines_dir(workdir, name, method), config.overwrite)
+    placement = make_placement(MeshArgs(**config.mesh.to_dict()))
+    out = baselines_dir(workdir, name, method)
+    score_model(name, inputs, args, placement, out, config.overwrite)
 
 
 def _gradient_cosine(config: ConfigDict, workdir: Path, name: str) -> None:

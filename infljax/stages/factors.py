@@ -67,7 +67,7 @@ from infljax.curvature.storage import (
     statistics_exist,
 )
 from infljax.data.corpus import TokenizedCorpus, load_corpus
-from infljax.distributed import MeshArgs, make_mesh, process_rows
+from infljax.distributed import MeshArgs, Placement, make_placement, process_rows
 from infljax.models.capture import layer_groups, select_layers
 from infljax.models.io import CONFIG_FILE, load_model
 from infljax.multihost import is_main, on_main
@@ -91,15 +91,15 @@ class FitPlan:
         with both passes over all the rows, so a step holds one group's factor state (sums,
         eigenbases, captured `a` and `g`); at most the number of tracked layers
         (`layer_groups`). Results do not depend on it.
-      placement: the parameters replicated or FSDP-split over the mesh (config.mesh.params;
-        `infljax.distributed.place`). Results do not depend on it.
+
+    Where the parameters and factor state live (config.mesh.params) is the `Placement` passed
+    beside the plan; results do not depend on it either.
     """
 
     num_documents: int = 0
     batch_size: int = 64
     partitions: int = 4
     layer_groups: int = 1
-    placement: str = "replicated"
 
     def __post_init__(self):
         if self.num_documents < 0:
@@ -126,7 +126,6 @@ def stage_args(config: ConfigDict) -> tuple[FactorArgs, FitPlan, MeshArgs]:
         batch_size=section.batch_size,
         partitions=section.partitions,
         layer_groups=section.layer_groups,
-        placement=mesh_args.params,
     )
     _check_batch(plan, mesh_args.data_size(jax.device_count()))
     return args, plan, mesh_args
@@ -136,7 +135,7 @@ def stage_args(config: ConfigDict) -> tuple[FactorArgs, FitPlan, MeshArgs]:
 def run(config: ConfigDict, workdir: Path) -> None:
     args, plan, mesh_args = stage_args(config)
     corpus = load_corpus(corpus_dir(workdir))
-    mesh = make_mesh(mesh_args)
+    placement = make_placement(mesh_args)
     for name in config.models:
         directory = model_dir(workdir, name)
         if not (directory / CONFIG_FILE).exists():
@@ -154,7 +153,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
             corpus,
             plan,
             args,
-            mesh,
+            placement,
             factors_dir(workdir, name),
             overwrite=config.overwrite,
             model_record=model_record(directory) | ({"param_dtype": dtype} if dtype else {}),
@@ -177,7 +176,7 @@ def fit_model_factors(
     corpus: TokenizedCorpus,
     plan: FitPlan,
     args: FactorArgs,
-    mesh: jax.sharding.Mesh,
+    placement: Placement,
     out: Path,
     *,
     overwrite: bool = False,
@@ -210,10 +209,10 @@ def fit_model_factors(
         logging.info("factors %s: up to date in %s", name, out)
         return True
     check_finite_parameters(model)
-    _check_batch(plan, mesh.shape["data"])
-    _report_memory(name, model, layers, plan, args, mesh, corpus.max_length)
+    _check_batch(plan, placement.data_size)
+    _report_memory(name, model, layers, plan, args, placement, corpus.max_length)
     t0 = time.perf_counter()
-    fit = _Fit(name, model, tuple(groups), corpus, plan, args, mesh, out, _Budget(stop_after))
+    fit = _Fit(name, model, tuple(groups), corpus, plan, args, placement, out, _Budget(stop_after))
     counts = fit.run()
     if counts is None:
         return False
@@ -266,7 +265,7 @@ class _Fit:
     corpus: TokenizedCorpus
     plan: FitPlan
     args: FactorArgs
-    mesh: jax.sharding.Mesh
+    placement: Placement
     out: Path
     budget: _Budget
 
@@ -299,10 +298,9 @@ class _Fit:
         return build_factors(cov, bases, lam), cov.counts  # the same rows, counts, every group
 
     def _compute(self, layers, rows: np.ndarray, bases, progress) -> Statistics:
-        local = process_rows(self.plan.batch_size, self.mesh)
+        local = process_rows(self.plan.batch_size, self.placement.mesh)
         batches = row_batches(self.corpus, rows, self.plan.batch_size, local, progress)
-        common = dict(batches=batches, args=self.args, mesh=self.mesh, progress=None)
-        common["placement"] = self.plan.placement
+        common = dict(batches=batches, args=self.args, placement=self.placement)
         if bases is None:
             return covariance_pass(self.model, layers, **common)
         return lambda_pass(self.model, layers, bases, **common)
@@ -366,14 +364,15 @@ def _check_batch(plan: FitPlan, data: int) -> None:
         )
 
 
-def _report_memory(name, model, layers, plan, args, mesh, length) -> None:
+def _report_memory(name, model, layers, plan, args, placement, length) -> None:
     """Log both passes' per-device estimates for the layer group that needs the most (DESIGN
     §7b, `infljax.planning`); refuse, with the numbers, a plan that cannot fit the device (not
     checked where the backend does not say how much memory it has, e.g. CPU), naming the batch
     size or the number of layer groups that would fit."""
     shapes = planning.ModelShapes.of(model, layers)
-    work = planning.Workload(seq=length, lambda_chunk=args.chunk_for(mesh), fisher=args.fisher)
-    layout = planning.Layout.of_mesh(mesh, plan.placement)
+    chunk = args.chunk_for(placement.mesh)
+    work = planning.Workload(seq=length, lambda_chunk=chunk, fisher=args.fisher)
+    layout = planning.Layout.of(placement)
     device = planning.device_memory_bytes()
     groups = plan.layer_groups
     settings = ("config.factors.batch_size", "config.factors.layer_groups")

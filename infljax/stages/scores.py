@@ -26,7 +26,6 @@ import time
 import warnings
 from pathlib import Path
 
-import jax
 import numpy as np
 from absl import logging
 from flax import nnx
@@ -44,7 +43,7 @@ from infljax.data.tokenization import (
     read_tokenizer_info,
     tokenizer_info,
 )
-from infljax.distributed import MeshArgs, make_mesh, place, round_up
+from infljax.distributed import MeshArgs, Placement, make_placement, round_up
 from infljax.influence import attribution, baselines, prefilter, query_grads, scoring
 from infljax.influence.measurement import (
     MeasurementArgs,
@@ -166,12 +165,11 @@ def run(config: ConfigDict, workdir: Path) -> None:
     args = ScoresArgs.from_config(config)
     corpus = load_corpus(corpus_dir(workdir))
     tokenizer = load_tokenizer(tokenizer_path(workdir))
-    mesh_args = MeshArgs(**config.mesh.to_dict())
-    mesh = make_mesh(mesh_args)
+    placement = make_placement(MeshArgs(**config.mesh.to_dict()))
     for name in config.models:
         inputs = ModelInputs.of_workdir(workdir, name, corpus, tokenizer)
         out = scores_dir(workdir, name)
-        score_model(name, inputs, args, mesh, out, config.overwrite, placement=mesh_args.params)
+        score_model(name, inputs, args, placement, out, config.overwrite)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -210,16 +208,15 @@ def score_model(
     name: str,
     inputs: ModelInputs,
     args: ScoresArgs,
-    mesh: jax.sharding.Mesh,
+    placement: Placement,
     out: Path,
     overwrite: bool = False,
     stop_after: int | None = None,
-    placement: str = "replicated",
 ) -> None:
     """Score every query of `inputs` against every corpus row with model `name`; write `out`.
 
-    `placement`: the parameters replicated or FSDP-split over the mesh (config.mesh.params);
-    the results do not depend on it.
+    `placement`: the mesh, and the parameters replicated or FSDP-split over it
+    (config.mesh.params); the results do not depend on it.
 
     With `args.prefilter_k`, only each query's top-k TF-IDF candidates are scored (the union of
     candidates is streamed; see `infljax.influence.prefilter`). Resumes from `out`'s query
@@ -237,13 +234,13 @@ def score_model(
     measured_records = [r for r in inputs.records if r["id"] in measured]
     on_main(_write_jsonl, ScoreFiles(out).queries, measured_records)
     graphdef, state = nnx.split(model)
-    state = place(state, mesh, placement)
+    state = placement.place(state)
     layers = select_layers(model, args.layers)
     factors = _factors(inputs, args, layers)  # host arrays: placed a group of layers at a time
-    layout = planning.Layout.of_mesh(mesh, placement)
+    layout = planning.Layout.of(placement)
     shapes = planning.ModelShapes.of(model, layers)
     _check_query_memory(name, shapes, args, tokens.tokens.shape[1], layout)
-    queries = _query_plan(out, graphdef, state, tokens, layers, factors, args, mesh, placement)
+    queries = _query_plan(out, graphdef, state, tokens, layers, factors, args, placement)
     check_finite(f"the query gradients of model {name!r} ({ScoreFiles(out).query_grads})", queries)
     plan, choices = scoring.make_plan(queries, args.scoring, inputs.corpus.max_length)
     logging.info("scores %s: contraction per layer %s", name, choices)
@@ -253,23 +250,31 @@ def score_model(
         if args.scoring.self_influence
         else None
     )
-    score_fn = scoring.make_score_fn(graphdef, layers, mesh, self_influence, placement)
+    score_fn = scoring.make_score_fn(graphdef, layers, placement, self_influence)
     on_device = None  # the factors, on the devices only when self-influence needs them
     if self_influence is not None and factors is not None:
-        on_device = place({p: factors[p] for p in layers}, mesh, placement)
-    plan = place(plan, mesh, placement)
+        on_device = placement.place({p: factors[p] for p in layers})
+    plan = placement.place(plan)
     pre = _prefilter(name, inputs, args, tokens)
     parts = _partitions(inputs.corpus.num_documents, args.scoring.partitions, pre)
     progress = _score_partitions(
-        name, score_fn, (state, plan, on_device), inputs.corpus, parts, args, mesh, out, stop_after
+        name,
+        score_fn,
+        (state, plan, on_device),
+        inputs.corpus,
+        parts,
+        args,
+        placement.mesh,
+        out,
+        stop_after,
     )
     if progress is None:
         return
     result, streamed = _assemble(out, args, pre)
     scored = None if pre is None else pre.scored
     extras = _breakdowns(
-        out, graphdef, state, plan, tokens, layers, factors, inputs, args, mesh, result, scored,
-        placement,
+        out, graphdef, state, plan, tokens, layers, factors, inputs, args, placement, result,
+        scored,
     )  # fmt: skip
     extras.update(progress, seconds=round(time.perf_counter() - started, 2))
     extras.update(prefilter_k=0 if pre is None else pre.k, documents_streamed=streamed)
@@ -334,7 +339,7 @@ def _damping(args: ScoresArgs) -> DampingArgs:
 
 
 def _query_plan(
-    out, graphdef, state, tokens, layers, factors, args, mesh, placement, rank=None
+    out, graphdef, state, tokens, layers, factors, args, placement, rank=None
 ):  # fmt: skip
     """The preconditioned, compressed query gradients (read back when already written).
 
@@ -346,11 +351,11 @@ def _query_plan(
     if rank is None and on_main(path.is_file):
         return query_grads.load_queries(path)
     queries = query_grads.prepare_queries(
-        graphdef, layers, state, tokens, q_args, mesh, args.strategy, factors, _damping(args),
-        placement,
+        graphdef, layers, state, tokens, q_args, placement, args.strategy, factors,
+        _damping(args),
     )  # fmt: skip
     if rank is None:
-        nats = query_nats(graphdef, state, tokens, q_args.batch_size, mesh)
+        nats = query_nats(graphdef, state, tokens, q_args.batch_size, placement.mesh)
         on_main(_save_query_plan, out, nats, queries)
     return queries
 
@@ -546,27 +551,27 @@ def _top_scored(scores: np.ndarray, scored: np.ndarray | None, k: int) -> np.nda
 
 
 def _breakdowns(
-    out, graphdef, state, plan, tokens, layers, factors, inputs, args, mesh, result, scored,
-    placement,
+    out, graphdef, state, plan, tokens, layers, factors, inputs, args, placement, result, scored,
 ):  # fmt: skip
     """Optional full-rank re-scoring of the top k and per-token scores of the top documents,
     chosen among the `scored` entries ([Q, N] bool, None = all); `placement`: the state's."""
     extras = {}
+    mesh = placement.mesh
     batch_size = args.scoring.batch_size
     if args.rescore_top_k and args.queries.rank:
         top = _top_scored(result.scores, scored, args.rescore_top_k)
-        score_fn = scoring.make_score_fn(graphdef, layers, mesh, placement=placement)
+        score_fn = scoring.make_score_fn(graphdef, layers, placement)
         if factors is not None and args.queries.layer_groups == 1:
             # Read and placed once for every chunk (with several groups each chunk reads each
             # group's factors again: holding them all is what the groups avoid).
-            factors = place({p: factors[p] for p in layers}, mesh, placement)
+            factors = placement.place({p: factors[p] for p in layers})
         rescored = []
         for start in range(0, tokens.num_queries, args.queries.batch_size):
             # One chunk of queries' full-rank gradients at a time: [chunk, d_out, d_in] per layer.
             rows = slice(start, start + args.queries.batch_size)
             chunk = tokens.select(rows)
             full = _query_plan(
-                out, graphdef, state, chunk, layers, factors, args, mesh, placement, rank=0
+                out, graphdef, state, chunk, layers, factors, args, placement, rank=0
             )
             rescored.append(
                 attribution.rescore(

@@ -54,7 +54,7 @@ from infljax.curvature.passes import FactorArgs
 from infljax.curvature.strategies import DampingArgs
 from infljax.data.corpus import TokenizedCorpus, load_corpus
 from infljax.data.tokenization import load_tokenizer, read_tokenizer_info
-from infljax.distributed import MeshArgs, make_mesh
+from infljax.distributed import MeshArgs, Placement, make_placement
 from infljax.influence.measurement import (
     QueryText,
     QueryTokens,
@@ -204,7 +204,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
         return
     corpus = load_corpus(corpus_dir(workdir))
     tokens = _encode(workdir, config, records, corpus.max_length)
-    mesh = make_mesh(MeshArgs(**config.mesh.to_dict()))
+    placement = make_placement(MeshArgs(**config.mesh.to_dict()))
     cache = _Cache(retrainings_dir(workdir, name), inputs, records)
     work = _Work(
         name, args, train_args, corpus, tokens, read_model_config(model_dir(workdir, name)), cache
@@ -218,7 +218,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
         for t in (args.single_model_scales if args.single_model_subsets else ())
     }
     retrain_seconds = time.perf_counter() - started
-    scores |= work.training_aware(out, _influence_args(config), mesh)
+    scores |= work.training_aware(out, _influence_args(config), placement)
     summary = _summarize(args, records, scores, work, measured, single)
     summary["retraining"] = _throughput(work, retrain_seconds, model_dir(workdir, name))
     summary["retraining"]["folders"] = {k: stored_path(v, workdir) for k, v in cache.used.items()}
@@ -405,14 +405,16 @@ class _Work:
         np.save(tmp, self.retrainer.measure(params, self.queries))
         tmp.replace(path)
 
-    def training_aware(self, out: Path, influence: InfluenceArgs, mesh) -> dict[str, np.ndarray]:
+    def training_aware(
+        self, out: Path, influence: InfluenceArgs, placement: Placement
+    ) -> dict[str, np.ndarray]:
         """{method: scores [Q, N]} of the enabled training-aware methods (cached in methods/)."""
         args, found = self.args, {}
         directory = out / "methods"
         directory.mkdir(parents=True, exist_ok=True)
         steps = self.checkpoint_steps()
         if args.checkpoints or args.ensemble:
-            per_model = self._reference_scores(directory, influence, mesh, steps)
+            per_model = self._reference_scores(directory, influence, placement, steps)
             if args.checkpoints:
                 weights = methods.checkpoint_weights(self.train_args, steps)
                 checkpoint_scores = [per_model[f"ekfac_seed0_step{t}"] for t in steps]
@@ -429,7 +431,9 @@ class _Work:
         c, steps = self.args.checkpoints, self.train_args.steps
         return sorted({int(round(steps * (i + 1) / c)) for i in range(c)}) if c else [steps]
 
-    def _reference_scores(self, directory: Path, influence, mesh, steps) -> dict[str, np.ndarray]:
+    def _reference_scores(
+        self, directory: Path, influence, placement: Placement, steps
+    ) -> dict[str, np.ndarray]:
         """EK-FAC scores of the full-data runs: seed 0 at every checkpoint step, seeds 1.. at
         the last step. Trains them (one call) unless every matrix is cached."""
         final = self.train_args.steps
@@ -444,7 +448,7 @@ class _Work:
             saved[final] = last
             for e, t in tqdm(wanted, desc=f"EK-FAC {self.name} (seeds, checkpoints)"):
                 model = nnx.merge(self.retrainer.graphdef, take(saved[t], e))
-                scores = influence_scores(model, self.corpus, self.tokens, influence, mesh)
+                scores = influence_scores(model, self.corpus, self.tokens, influence, placement)
                 np.save(path(e, t), scores)
         return {f"ekfac_seed{e}_step{t}": np.load(path(e, t)) for e, t in wanted}
 

@@ -18,7 +18,7 @@ from infljax.curvature.exact import exact_fisher, fisher_targets, per_sequence_g
 from infljax.curvature.passes import row_batches
 from infljax.data.corpus import TokenizedCorpus
 from infljax.data.readers import Record
-from infljax.distributed import make_mesh
+from infljax.distributed import Placement, make_mesh
 from infljax.models.capture import select_layers
 from infljax.models.decoder import Decoder
 from infljax.models.losses import Batch
@@ -89,4 +89,4 @@ def reference_batches(corpus) -> list[RowBatch]:
 def factors(trained_model, corpus, layers):
     """Reference fit: batches of 6 (one padded) on one device."""
     mesh = make_mesh(devices=jax.devices()[:1])
-    return fit_factors(trained_model, layers, reference_batches(corpus), ARGS, mesh)
+    return fit_factors(trained_model, layers, reference_batches(corpus), ARGS, Placement(mesh))

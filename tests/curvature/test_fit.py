@@ -35,7 +35,7 @@ from infljax.curvature.state import (
     zero_covariance,
     zero_lambdas,
 )
-from infljax.distributed import make_mesh, param_specs, place, shard_batch
+from infljax.distributed import Placement, make_mesh, shard_batch
 from infljax.models.capture import layer_shapes, select_layers
 from infljax.models.decoder import Decoder
 from infljax.models.losses import Batch
@@ -47,7 +47,7 @@ RTOL = 1e-10
 
 
 def one_device():
-    return make_mesh(devices=jax.devices()[:1])
+    return Placement(make_mesh(devices=jax.devices()[:1]))
 
 
 def close(x, y, rtol=RTOL) -> bool:
@@ -117,7 +117,7 @@ def test_factors_do_not_depend_on_batch_size_padding_or_devices(
     wide = list(row_batches(corpus, np.arange(NUM_ROWS), 16))
     auto = dataclasses.replace(ARGS, lambda_chunk=0)
     assert auto.chunk_for(make_mesh()) == 1
-    other = fit_factors(trained_model, layers, wide, auto, make_mesh())
+    other = fit_factors(trained_model, layers, wide, auto, Placement(make_mesh()))
     assert len(jax.devices()) == 8
     for path in layers:
         for name in vars(factors[path]):
@@ -128,10 +128,11 @@ def test_factors_do_not_depend_on_batch_size_padding_or_devices(
 def test_fsdp_split_parameters_give_the_replicated_factors(factors, trained_model, corpus, layers):
     """Parameters split over 8 devices and gathered inside each step: the same factors as the
     1-device replicated fit (float64, only the summation order differs: RTOL)."""
-    specs = param_specs(nnx.state(trained_model), make_mesh(), "fsdp")
+    fsdp = Placement(make_mesh(), "fsdp")
+    specs = fsdp.specs(nnx.state(trained_model))
     assert any(any(s) for s in jax.tree.leaves(specs, is_leaf=lambda s: isinstance(s, P)))
     wide = list(row_batches(corpus, np.arange(NUM_ROWS), 16))
-    other = fit_factors(trained_model, layers, wide, ARGS, make_mesh(), placement="fsdp")
+    other = fit_factors(trained_model, layers, wide, ARGS, fsdp)
     for path in layers:
         for name in vars(factors[path]):
             ref, got = getattr(factors[path], name), getattr(other[path], name)
@@ -210,8 +211,9 @@ def _fitting_products(num_layers: int, placement: str) -> tuple[int, int]:
     mesh = make_mesh(devices=jax.devices()[:2])
     layers = select_layers(model)
     graphdef, params = nnx.split(model)
-    params = place(params, mesh, placement)
-    static = dict(graphdef=graphdef, layers=layers, mesh=mesh, fisher="true", placement=placement)
+    where = Placement(mesh, placement)
+    params = where.place(params)
+    static = dict(graphdef=graphdef, layers=layers, fisher="true", placement=where)
     batch = Batch.from_documents(np.tile(np.arange(1, 9, dtype=np.int32), (4, 1)), np.full(4, 8))
     row_batch = shard_batch(RowBatch(np.arange(4, dtype=np.int32), batch), mesh)
     seed = jnp.asarray(0, jnp.uint32)
@@ -222,15 +224,15 @@ def _fitting_products(num_layers: int, placement: str) -> tuple[int, int]:
     }
     covariance = passes.covariance_step.lower(
         params,
-        passes.zero_sums(zero_covariance, model, layers, mesh, placement),
+        passes.zero_sums(zero_covariance, model, layers, where),
         seed,
         row_batch,
         **static,
     )
     lambdas = passes.lambda_step.lower(
         params,
-        place(bases, mesh, placement),
-        passes.zero_sums(zero_lambdas, model, layers, mesh, placement),
+        where.place(bases),
+        passes.zero_sums(zero_lambdas, model, layers, where),
         seed,
         row_batch,
         chunk=1,

@@ -20,7 +20,7 @@ from infljax.curvature import load_factors, open_factors, save_factors
 from infljax.curvature.state import Counts
 from infljax.curvature.storage import saved_layers
 from infljax.data.corpus import load_corpus, save_corpus
-from infljax.distributed import make_mesh
+from infljax.distributed import Placement, make_mesh
 from infljax.models.capture import layer_groups
 from infljax.models.io import load_model, save_model
 from infljax.pipeline import run_stages
@@ -84,7 +84,7 @@ def test_interrupted_partitioned_fit_resumes_to_the_same_factors(workdir, factor
     out = factors_dir(workdir, "tiny")
     plan = FitPlan(num_documents=0, batch_size=16, partitions=3)
     fit = lambda stop: fit_model_factors(  # noqa: E731
-        "tiny", model, layers, corpus, plan, AUTO, make_mesh(), out, stop_after=stop
+        "tiny", model, layers, corpus, plan, AUTO, Placement(make_mesh()), out, stop_after=stop
     )
     assert not fit(2)  # covariance partitions 0 and 1
     assert sorted(p.name for p in (out / "covariance").glob("part_*.json")) == [
@@ -132,7 +132,7 @@ def test_layer_groups_fit_the_same_factors(workdir, factors, layers, groups):
     for g in (1, groups):
         out = workdir / f"groups_{g}"
         assert fit_model_factors(
-            "tiny", model, layers, corpus, fit_plan(2, g), AUTO, make_mesh(), out
+            "tiny", model, layers, corpus, fit_plan(2, g), AUTO, Placement(make_mesh()), out
         )
         fitted[g] = load_factors(out)
         assert json.loads((out / "fit.json").read_text())["layer_groups"] == g
@@ -157,7 +157,15 @@ def test_interrupted_grouped_fit_resumes_also_with_another_grouping(workdir, fac
     model, corpus = load_model(model_dir(workdir, "tiny")), load_corpus(corpus_dir(workdir))
     out = factors_dir(workdir, "tiny")
     fit = lambda groups, stop: fit_model_factors(  # noqa: E731
-        "tiny", model, layers, corpus, fit_plan(2, groups), AUTO, make_mesh(), out, stop_after=stop
+        "tiny",
+        model,
+        layers,
+        corpus,
+        fit_plan(2, groups),
+        AUTO,
+        Placement(make_mesh()),
+        out,
+        stop_after=stop,
     )
     both = ["part_00000", "part_00001"]
     first, second = layers[:2], layers[2:]  # the 2 groups of the 4 layers
@@ -210,7 +218,9 @@ def test_more_layer_groups_than_layers_are_refused_before_fitting(workdir, layer
     model, corpus = load_model(model_dir(workdir, "tiny")), load_corpus(corpus_dir(workdir))
     out = factors_dir(workdir, "tiny")
     with pytest.raises(ValueError, match="5 layer groups for 4 tracked layers"):
-        fit_model_factors("tiny", model, layers, corpus, fit_plan(2, 5), AUTO, make_mesh(), out)
+        fit_model_factors(
+            "tiny", model, layers, corpus, fit_plan(2, 5), AUTO, Placement(make_mesh()), out
+        )
     assert not out.exists()
 
 
@@ -218,9 +228,10 @@ def test_memory_refusal_names_the_layer_groups_that_fit(monkeypatch, trained_mod
     """The plan is checked for its largest layer group; a refusal names the fewest groups that
     fit at the same batch (one sequence per device: no smaller batch exists), or none when even
     one layer per group does not fit."""
-    mesh, length, args = make_mesh(), CFG.max_length, dataclasses.replace(ARGS, lambda_chunk=1)
+    where, length = Placement(make_mesh()), CFG.max_length
+    args = dataclasses.replace(ARGS, lambda_chunk=1)
     work = planning.Workload(seq=length, lambda_chunk=1, fisher=args.fisher)
-    layout = planning.Layout.of_mesh(mesh)
+    layout = planning.Layout.of(where)
 
     def needs(fit_pass, group):
         shapes = planning.ModelShapes.of(trained_model, group)
@@ -229,7 +240,7 @@ def test_memory_refusal_names_the_layer_groups_that_fit(monkeypatch, trained_mod
     def report(groups, device):
         monkeypatch.setattr(planning, "device_memory_bytes", lambda: device)
         plan = FitPlan(batch_size=8, layer_groups=groups)
-        _report_memory("tiny", trained_model, layers, plan, args, mesh, length)
+        _report_memory("tiny", trained_model, layers, plan, args, where, length)
 
     device = needs("lambdas", layers) - 1  # every layer in one group does not fit
     assert needs("covariance", layers) <= device  # the covariance pass does

@@ -22,7 +22,7 @@ from infljax.curvature.passes import row_batches
 from infljax.data.corpus import TokenizeArgs, tokenize_corpus
 from infljax.data.readers import Record
 from infljax.data.tokenization import TokenizerError, tokenizer_info, wrapping
-from infljax.distributed import make_mesh
+from infljax.distributed import Placement, make_mesh
 from infljax.influence.measurement import MeasurementArgs, QueryText, encode_queries
 from infljax.influence.model_scores import InfluenceArgs, influence_scores
 from infljax.influence.query_grads import QueryArgs
@@ -149,7 +149,7 @@ def test_no_bos_no_eos_matches_an_independent_float64_reference(fixture):
     # EK-FAC eigenvalues: mean over documents of (Q_Sᵀ G Q_A)², G from the reference.
     args = FactorArgs(fisher="empirical")
     batches = list(row_batches(corpus, np.arange(len(docs)), 4))
-    factors = fit_factors(model, layers, batches, args, mesh)
+    factors = fit_factors(model, layers, batches, args, Placement(mesh))
     reference = reference_gradients(model, docs, [1] * len(docs), layers)
     for path in layers:
         f = factors[path]
@@ -162,7 +162,7 @@ def test_no_bos_no_eos_matches_an_independent_float64_reference(fixture):
     queries = [QueryText("q0", "w1 w2", "w3 w4"), QueryText("q1", "w5", "w6")]
     tokens = encode_queries(queries, tokenizer, info, 16)
     influence = InfluenceArgs(tuple(layers), strategy="identity", queries=QueryArgs(rank=0))
-    scores = influence_scores(model, corpus, tokens, influence, mesh)
+    scores = influence_scores(model, corpus, tokens, influence, Placement(mesh))
     rows = [tokens.tokens[i, : tokens.lengths[i]] for i in range(2)]
     grads_q = reference_gradients(model, rows, tokens.prompt_lengths, layers)
     # DESIGN §2: effects on log-probability; up-weighting document d moves the parameters by

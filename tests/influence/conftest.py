@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from infljax.data.corpus import TokenizedCorpus
-from infljax.distributed import MeshArgs, make_mesh, replicate
+from infljax.distributed import MeshArgs, Placement, make_mesh, replicate
 from infljax.influence.measurement import QueryTokens
 from infljax.models.capture import select_layers
 from infljax.models.decoder import Decoder
@@ -105,7 +105,7 @@ def factors(model, layers, corpus, mesh1):
     from infljax.curvature import FactorArgs, fit_factors
 
     batches = [document_batch(corpus)]
-    return fit_factors(model, layers, batches, FactorArgs(seed=0), mesh1)
+    return fit_factors(model, layers, batches, FactorArgs(seed=0), Placement(mesh1))
 
 
 @pytest.fixture(scope="package")

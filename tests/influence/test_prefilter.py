@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 from ml_collections import ConfigDict
 
-from infljax.distributed import make_mesh
+from infljax.distributed import Placement, make_mesh
 from infljax.influence import baselines, prefilter
 from infljax.influence.measurement import QueryText
 from infljax.influence.query_grads import QueryArgs
@@ -95,7 +95,7 @@ def outputs(out):
 def full(workdir, tmp_path_factory):
     _, inputs, mesh = workdir
     out = tmp_path_factory.mktemp("full")
-    score_model("tiny", inputs, ARGS, mesh, out)
+    score_model("tiny", inputs, ARGS, Placement(mesh), out)
     return out, *outputs(out)
 
 
@@ -104,7 +104,7 @@ def filtered(workdir):
     """prefilter_k = K into the workdir's scores/tiny (the analysis test reads it there)."""
     root, inputs, mesh = workdir
     out = scores_dir(root, "tiny")
-    score_model("tiny", inputs, dataclasses.replace(ARGS, prefilter_k=K), mesh, out)
+    score_model("tiny", inputs, dataclasses.replace(ARGS, prefilter_k=K), Placement(mesh), out)
     return out, *outputs(out)
 
 
@@ -117,7 +117,7 @@ def candidates() -> np.ndarray:
 def test_prefilter_of_every_document_equals_the_unfiltered_run(workdir, full, tmp_path):
     _, inputs, mesh = workdir
     n = len(TEXTS)
-    score_model("tiny", inputs, dataclasses.replace(ARGS, prefilter_k=n), mesh, tmp_path)
+    score_model("tiny", inputs, dataclasses.replace(ARGS, prefilter_k=n), Placement(mesh), tmp_path)
     arrays, meta = outputs(tmp_path)
     full_out, full_arrays, full_meta = full
     assert arrays.pop("scored").all() and "scored" not in full_arrays

@@ -9,7 +9,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from infljax.curvature import DampingArgs, curvature_matrix
-from infljax.distributed import param_specs, place
+from infljax.distributed import Placement
 from infljax.influence import attribution, query_grads, scoring
 from infljax.influence.query_grads import QueryArgs
 
@@ -37,17 +37,18 @@ def pipeline(
 ):
     """(BatchScores of corpus rows, plan) through the library's public functions."""
     graphdef, state = split
-    state = place(state, mesh, placement)
+    where = Placement(mesh, placement)
+    state = where.place(state)
     how = scoring.SelfInfluence(strategy, DAMPING) if self_inf else None
     grads_fn = query_grads.make_query_grads_fn(graphdef, layers)
-    score_fn = scoring.make_score_fn(graphdef, layers, mesh, how, placement)
+    score_fn = scoring.make_score_fn(graphdef, layers, where, how)
     grads = query_grads.query_gradients(grads_fn, state, queries, 4, mesh)
     pre = query_grads.precondition_queries(grads, strategy, factors, DAMPING)
     compressed = query_grads.compress(pre, QueryArgs(rank=rank, svd=svd))
     args = scoring.ScoreArgs(batch_size=batch_size, contraction=contraction)
     plan, _ = scoring.make_plan(compressed, args, corpus.max_length)
     rows = (0, corpus.num_documents) if rows is None else rows
-    factors = None if factors is None else place(factors, mesh, placement)
+    factors = None if factors is None else where.place(factors)
     out = scoring.score_documents(score_fn, state, plan, corpus, rows, batch_size, mesh, factors)
     return out, plan
 
@@ -161,12 +162,12 @@ def test_fsdp_split_parameters_give_the_replicated_scores(split, layers, corpus,
                                                           factors):  # fmt: skip
     """Parameters and factors split over the 8 devices (gathered inside the step) change nothing
     but the summation order: float64 to EXACT."""
-    specs = param_specs(split[1], mesh8, "fsdp")
+    specs = Placement(mesh8, "fsdp").specs(split[1])
     assert sum(any(s) for s in jax.tree.leaves(specs, is_leaf=lambda s: isinstance(s, P))) > 3
     common = dict(strategy="ekfac", factors=factors, rank=3, batch_size=8, self_inf=True)
     base, _ = pipeline(split, layers, corpus, queries, mesh8, **common)
     fsdp, _ = pipeline(split, layers, corpus, queries, mesh8, placement="fsdp", **common)
-    assert any(any(s) for s in jax.tree.leaves(param_specs(factors, mesh8, "fsdp"),
+    assert any(any(s) for s in jax.tree.leaves(Placement(mesh8, "fsdp").specs(factors),
                                                is_leaf=lambda s: isinstance(s, P)))  # fmt: skip
     for x, y in zip(fsdp.__dict__.values(), base.__dict__.values(), strict=True):
         np.testing.assert_allclose(x, y, rtol=EXACT, atol=1e-14)
@@ -221,7 +222,7 @@ def test_chunked_query_preparation_equals_all_at_once(split, layers, queries, me
     )
     args = QueryArgs(rank=3, batch_size=2, svd=svd)
     chunked = query_grads.prepare_queries(
-        graphdef, layers, state, queries, args, mesh1, "ekfac", factors
+        graphdef, layers, state, queries, args, Placement(mesh1), "ekfac", factors
     )
     for p in layers:
         assert rel(chunked[p].dense(), whole[p].dense()) < EXACT
@@ -239,13 +240,13 @@ def test_query_preparation_on_8_split_devices_in_layer_groups_equals_one_device(
     graphdef, state = split
     args = QueryArgs(rank=rank, batch_size=8, svd=svd)
     one = query_grads.prepare_queries(
-        graphdef, layers, state, queries, args, mesh1, "ekfac", factors
+        graphdef, layers, state, queries, args, Placement(mesh1), "ekfac", factors
     )
     grouped = dataclasses.replace(args, layer_groups=groups)
+    fsdp = Placement(mesh8, "fsdp")
     eight = query_grads.prepare_queries(
-        graphdef, layers, place(state, mesh8, "fsdp"), queries, grouped, mesh8, "ekfac", factors,
-        placement="fsdp",
-    )  # fmt: skip
+        graphdef, layers, fsdp.place(state), queries, grouped, fsdp, "ekfac", factors
+    )
     assert list(eight) == list(one)
     for p in layers:
         assert rel(eight[p].dense(), one[p].dense()) < EXACT

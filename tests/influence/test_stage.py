@@ -10,7 +10,7 @@ import pytest
 
 from infljax import planning, training
 from infljax.checkpoints import StageConflict, is_complete
-from infljax.distributed import make_mesh
+from infljax.distributed import Placement, make_mesh
 from infljax.influence.query_grads import QueryArgs
 from infljax.influence.scoring import ScoreArgs
 from infljax.models.decoder import DecoderConfig
@@ -68,7 +68,7 @@ def workdir(tmp_path_factory):
 def scored(workdir):
     root, inputs = workdir
     out = scores_dir(root, "tiny")
-    score_model("tiny", inputs, ARGS, make_mesh(devices=jax.devices()[:2]), out)
+    score_model("tiny", inputs, ARGS, Placement(make_mesh(devices=jax.devices()[:2])), out)
     return out, inputs
 
 
@@ -126,7 +126,9 @@ def test_top_k_full_rank_rescores_match_a_dense_run(scored, workdir, tmp_path):
         rescore_top_k=0,
         per_token_top=0,
     )
-    score_model("tiny", inputs, dense_args, make_mesh(devices=jax.devices()[:2]), tmp_path)
+    score_model(
+        "tiny", inputs, dense_args, Placement(make_mesh(devices=jax.devices()[:2])), tmp_path
+    )
     dense = np.load(tmp_path / "scores.npy")
     expected = np.take_along_axis(dense, top["indices"], axis=1)
     np.testing.assert_allclose(top["full_rank_scores"], expected, rtol=FLOAT32)
@@ -136,9 +138,9 @@ def test_top_k_full_rank_rescores_match_a_dense_run(scored, workdir, tmp_path):
 def test_interrupted_scoring_resumes_to_identical_outputs(scored, tmp_path):
     out, inputs = scored
     mesh = make_mesh(devices=jax.devices()[:2])
-    score_model("tiny", inputs, ARGS, mesh, tmp_path, stop_after=1)
+    score_model("tiny", inputs, ARGS, Placement(mesh), tmp_path, stop_after=1)
     assert not is_complete(tmp_path) and len(list((tmp_path / "partitions").iterdir())) == 1
-    score_model("tiny", inputs, ARGS, mesh, tmp_path)
+    score_model("tiny", inputs, ARGS, Placement(mesh), tmp_path)
     assert is_complete(tmp_path)
     for name in ("scores.npy", "doc_grad_norms.npy", "query_nats.npy", "per_layer.npy"):
         np.testing.assert_array_equal(np.load(tmp_path / name), np.load(out / name))
@@ -148,11 +150,11 @@ def test_complete_outputs_are_skipped_and_changed_arguments_refused(scored):
     out, inputs = scored
     mesh = make_mesh(devices=jax.devices()[:2])
     before = (out / "scores.npy").stat().st_mtime_ns
-    score_model("tiny", inputs, ARGS, mesh, out)
+    score_model("tiny", inputs, ARGS, Placement(mesh), out)
     assert (out / "scores.npy").stat().st_mtime_ns == before
     changed = dataclasses.replace(ARGS, queries=QueryArgs(rank=3))
     with pytest.raises(StageConflict, match=r"rank: 2 -> 3"):
-        score_model("tiny", inputs, changed, mesh, out)
+        score_model("tiny", inputs, changed, Placement(mesh), out)
 
 
 @pytest.mark.parametrize("placement, query_groups", [("replicated", 1), ("fsdp", 2)])
@@ -169,7 +171,7 @@ def test_bfloat16_mixed_precision_tracks_the_float64_scores(
     queries = dataclasses.replace(ARGS.queries, layer_groups=query_groups)
     args = dataclasses.replace(ARGS, param_dtype="bfloat16", queries=queries)
     mesh = make_mesh(devices=jax.devices()[:2])
-    score_model("tiny", inputs, args, mesh, tmp_path, placement=placement)
+    score_model("tiny", inputs, args, Placement(mesh, placement), tmp_path)
     full, mixed = (np.load(d / "scores.npy").astype(np.float64) for d in (out, tmp_path))
     error = np.linalg.norm(mixed - full) / np.linalg.norm(full)
     assert error < 10 * 2.0**-8, error
@@ -183,7 +185,7 @@ def test_fsdp_placement_writes_the_replicated_scores(scored, tmp_path):
     same float64 arithmetic up to summation order (the stored scores are float32)."""
     out, inputs = scored
     mesh = make_mesh(devices=jax.devices()[:2])
-    score_model("tiny", inputs, ARGS, mesh, tmp_path, placement="fsdp")
+    score_model("tiny", inputs, ARGS, Placement(mesh, "fsdp"), tmp_path)
     for name in ("scores.npy", "per_layer.npy", "self_influence.npy", "doc_grad_norms.npy"):
         np.testing.assert_allclose(np.load(tmp_path / name), np.load(out / name), rtol=FLOAT32)
 

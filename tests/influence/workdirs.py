@@ -6,6 +6,7 @@ from infljax.curvature import FactorArgs, fit_factors, save_factors
 from infljax.data.corpus import TokenizeArgs, TokenizedCorpus, save_corpus, tokenize_corpus
 from infljax.data.readers import Record
 from infljax.data.tokenization import save_tokenizer, train_bpe
+from infljax.distributed import Placement
 from infljax.models.capture import select_layers
 from infljax.models.losses import Batch
 from infljax.workdir import corpus_dir, factors_dir, tokenizer_path
@@ -24,5 +25,5 @@ def write_corpus(workdir: Path, texts: list[str], max_length: int):
 def write_factors(workdir: Path, name: str, model, corpus: TokenizedCorpus, mesh) -> None:
     """factors/<name>: EK-FAC of the MLP layers fitted on the whole corpus in one batch."""
     batches = [Batch.from_documents(corpus.tokens, corpus.lengths)]
-    factors = fit_factors(model, select_layers(model), batches, FactorArgs(), mesh)
+    factors = fit_factors(model, select_layers(model), batches, FactorArgs(), Placement(mesh))
     save_factors(factors_dir(workdir, name), factors)

@@ -11,7 +11,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from infljax.curvature import statistics
-from infljax.distributed import make_mesh, param_specs, place, shard_batch
+from infljax.distributed import DATA, PLACED, Placement, make_mesh, shard_batch
 from infljax.models.capture import (
     UNROLLED_BLOCKS,
     LayerIO,
@@ -235,20 +235,19 @@ def _split_capture(model: Decoder, batch: Batch, layers, mesh, placement: str, s
     handed over as pieces with their specs (the block-wise path), replicated ones whole.
     `sampled`: true-Fisher labels, one key per row."""
     graphdef, state = nnx.split(model)
-    specs = param_specs(state, mesh, placement)
-    split = specs if placement == "fsdp" else None
+    where = Placement(mesh, placement)
     rows = np.arange(batch.inputs.shape[0], dtype=np.int32)
 
-    def body(state, batch, rows):
+    def body(specs, state, batch, rows):
         keys = jax.vmap(lambda r: jax.random.fold_in(jax.random.key(7), r))(rows)
         key = keys if sampled else None
-        loss, io = capture(nnx.merge(graphdef, state), batch, layers, sample_key=key, specs=split)
+        model = nnx.merge(graphdef, state)
+        loss, io = capture(model, batch, layers, sample_key=key, specs=specs[0])
         return loss[None], dict(io)
 
     out_specs = (P("data"), {p: LayerIO(P("data"), P("data")) for p in layers})
-    in_specs = (specs, P("data"), P("data"))
-    fn = jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
-    return jax.jit(fn), place(state, mesh, placement), *shard_batch((batch, rows), mesh)
+    fn = where.step(body, (PLACED, DATA, DATA), out_specs)
+    return jax.jit(fn), where.place(state), *shard_batch((batch, rows), mesh)
 
 
 @pytest.mark.parametrize("sampled", [False, True])

@@ -184,7 +184,7 @@ from pathlib import Path
 import numpy as np
 from configs.validate import get_config
 from infljax.data.corpus import load_corpus
-from infljax.distributed import MeshArgs, make_mesh
+from infljax.distributed import MeshArgs, make_placement
 from infljax.influence.measurement import read_query_records
 from infljax.influence.model_scores import influence_scores
 from infljax.models.io import load_model
@@ -193,9 +193,9 @@ smoke, config = Path(sys.argv[1]), get_config("smoke")
 records = read_query_records(smoke / "scores" / "small" / "queries.jsonl")
 corpus = load_corpus(smoke / "corpus")
 tokens = validate._encode(smoke, config, records, corpus.max_length)
-mesh = make_mesh(MeshArgs(**config.mesh.to_dict()))
+placement = make_placement(MeshArgs(**config.mesh.to_dict()))
 scores = influence_scores(load_model(smoke / "models" / "small"), corpus, tokens,
-                          validate._influence_args(config), mesh)
+                          validate._influence_args(config), placement)
 np.save(sys.argv[2], scores)
 """
 
