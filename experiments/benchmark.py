@@ -34,7 +34,6 @@ from infljax.curvature import (
     STRATEGIES,
     DampingArgs,
     FactorArgs,
-    RowBatch,
     eigendecompose,
     exact,
     fit_factors,
@@ -42,6 +41,7 @@ from infljax.curvature import (
     precondition,
 )
 from infljax.curvature.state import Counts, Statistics, zero_covariance, zero_lambdas
+from infljax.data.batches import RowBatch
 from infljax.distributed import Placement, make_mesh, replicate, shard_batch
 from infljax.influence.query_grads import LowRankQueries
 from infljax.influence.scoring import ScoreArgs, make_plan, make_score_fn

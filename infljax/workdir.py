@@ -35,6 +35,16 @@ class StageRecord:
         )
 
 
+def write_json(path: str | Path, obj) -> None:
+    """Write `obj` as indented JSON, atomically (a temporary file, then a rename), creating the
+    parent directory. With several processes, call it through `infljax.multihost.on_main`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
 def recorded_args(directory: str | Path) -> dict | None:
     """The arguments the stage in `directory` ran with; None when it holds no record."""
     record = StageRecord.read(directory)
@@ -167,6 +177,11 @@ class ScoreFiles:
     def scored(self) -> Path:
         """Optional bool [Q, N], with a prefilter only: the entries that were scored."""
         return self.directory / "scored.npy"
+
+    @property
+    def meta(self) -> Path:
+        """What the run recorded beside the matrices: layers, contractions, timings (JSON)."""
+        return self.directory / "meta.json"
 
     @property
     def top_k(self) -> Path:

@@ -9,7 +9,7 @@ import jax
 from absl import flags
 
 from infljax import platform
-from infljax.stages import factors
+from infljax.curvature import fit
 
 _FAIL = flags.DEFINE_integer("fail_process", 1, "The process whose covariance pass raises.")
 
@@ -24,5 +24,5 @@ def _failing(covariance_pass):
 
 
 if __name__ == "__main__":
-    factors.covariance_pass = _failing(factors.covariance_pass)
+    fit.covariance_pass = _failing(fit.covariance_pass)
     platform.launch()

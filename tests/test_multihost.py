@@ -28,7 +28,7 @@ from flax import nnx
 
 from infljax.checkpoints import is_complete
 from infljax.curvature import load_factors
-from infljax.curvature.passes import row_batches
+from infljax.data.batches import row_batches
 from infljax.data.corpus import read_rows
 from infljax.distributed import (
     data_sharding,

@@ -70,10 +70,8 @@ def test_a_url_workdir_is_refused_with_how_to_mount_the_bucket():
 @pytest.mark.parametrize("precision", ["highest", "default"])
 def test_stages_run_at_the_configured_matmul_precision(monkeypatch, tmp_path, precision):
     seen = []
-    pipeline.registered_stages()  # the built-in stages, before one is replaced
-    monkeypatch.setitem(
-        pipeline._STAGES, "world", lambda config, workdir: seen.append(_precision())
-    )
+    world = pipeline.stage_module("world")
+    monkeypatch.setattr(world, "run", lambda config, workdir: seen.append(_precision()))
     config = get_config("smoke")
     config.unlock().matmul_precision = precision
     pipeline.run_stages(config, tmp_path, only=["world"])

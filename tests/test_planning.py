@@ -21,16 +21,17 @@ import pytest
 from flax import nnx
 
 from infljax import planning, training
-from infljax.curvature import DampingArgs, passes
+from infljax.curvature import DampingArgs, fit, passes
 from infljax.curvature.state import Eigenbasis, LayerFactors, zero_covariance, zero_lambdas
+from infljax.data.batches import RowBatch
 from infljax.distributed import Placement, make_mesh, param_spec, replicate, shard_batch
 from infljax.influence import query_grads
+from infljax.influence import run as scoring_run
 from infljax.influence.query_grads import LowRankQueries
 from infljax.influence.scoring import ScoreArgs, make_plan, make_score_fn
 from infljax.models.capture import select_layers
 from infljax.models.decoder import Decoder, DecoderConfig
 from infljax.models.losses import Batch
-from infljax.stages import factors, scores
 
 TOLERANCE = 0.25  # see the module docstring
 SMALL = DecoderConfig(
@@ -58,12 +59,12 @@ class Steps:
     def model(self) -> Decoder:
         return Decoder(self.cfg, rngs=nnx.Rngs(0))
 
-    def _row_batch(self) -> passes.RowBatch:
+    def _row_batch(self) -> RowBatch:
         rng = np.random.default_rng(0)
         tokens = rng.integers(1, self.cfg.vocab_size, (self.batch, self.cfg.max_length))
         batch = Batch.from_documents(tokens.astype(np.int32), np.full(self.batch, tokens.shape[1]))
         rows = np.arange(self.batch, dtype=np.int32)
-        return shard_batch(passes.RowBatch(rows, batch), self.mesh)
+        return shard_batch(RowBatch(rows, batch), self.mesh)
 
     def pretrain(self) -> int:
         graphdef, params = nnx.split(self.model, nnx.Param)
@@ -305,13 +306,13 @@ def test_largest_batch_refuses_when_one_sequence_per_device_does_not_fit():
 def test_factors_stage_refuses_with_the_numbers_and_the_batch_that_fits(monkeypatch, mesh2):
     model = Decoder(SMALL, rngs=nnx.Rngs(0))
     layers = select_layers(model)
-    plan, args = factors.FitPlan(batch_size=64), passes.FactorArgs(lambda_chunk=1)
+    plan, args = fit.FitPlan(batch_size=64), passes.FactorArgs(lambda_chunk=1)
     shapes = planning.ModelShapes.of(model, layers)
     work = planning.Workload(seq=SMALL.max_length)
     at_64 = planning.estimate("covariance", shapes, work, planning.Layout(data=2), 64).total
     monkeypatch.setattr(planning, "device_memory_bytes", lambda: at_64 // 2)
     with pytest.raises(planning.PlanError) as error:
-        factors._report_memory("m", model, layers, plan, args, Placement(mesh2), SMALL.max_length)
+        fit.report_memory("m", model, layers, plan, args, Placement(mesh2), SMALL.max_length)
     message = str(error.value)
     assert message.startswith(f"covariance: needs {planning.format_bytes(at_64)} per device")
     assert f"device has {planning.format_bytes(at_64 // 2)}" in message
@@ -320,7 +321,7 @@ def test_factors_stage_refuses_with_the_numbers_and_the_batch_that_fits(monkeypa
         f"config.factors.batch_size={best} fits with 10% headroom"
     )
     monkeypatch.setattr(planning, "device_memory_bytes", lambda: None)  # CPU: nothing checked
-    factors._report_memory("m", model, layers, plan, args, Placement(mesh2), SMALL.max_length)
+    fit.report_memory("m", model, layers, plan, args, Placement(mesh2), SMALL.max_length)
 
 
 def test_scores_stage_refuses_a_plan_that_cannot_fit(monkeypatch):
@@ -329,13 +330,13 @@ def test_scores_stage_refuses_a_plan_that_cannot_fit(monkeypatch):
         p: query_grads.DenseQueries(jnp.zeros((QUERIES, o, i), jnp.float32))
         for p, (o, i) in shapes.layers.items()
     }
-    args = scores.ScoresArgs(layers=(".*",), scoring=ScoreArgs(batch_size=BATCH))
+    args = scoring_run.ScoresArgs(layers=(".*",), scoring=ScoreArgs(batch_size=BATCH))
     memory = planning.estimate("scores", shapes, work, layout, BATCH)
     monkeypatch.setattr(planning, "device_memory_bytes", lambda: memory.total // 2)
     with pytest.raises(planning.PlanError, match=r"^scores: needs .* query plan 100\.5 MiB"):
-        scores._check_memory("m", shapes, plan, args, SMALL.max_length, layout)
+        scoring_run._check_memory("m", shapes, plan, args, SMALL.max_length, layout)
     monkeypatch.setattr(planning, "device_memory_bytes", lambda: memory.total)
-    scores._check_memory("m", shapes, plan, args, SMALL.max_length, layout)
+    scoring_run._check_memory("m", shapes, plan, args, SMALL.max_length, layout)
 
 
 def test_plan_memory_launcher_prints_the_two_paper_tables():

@@ -10,13 +10,11 @@ from infljax.curvature.eigen import NonFiniteFactorError, eigendecompose, safe_e
 from infljax.curvature.passes import (
     FISHERS,
     FactorArgs,
-    RowBatch,
     check_finite_parameters,
     covariance_pass,
     fit_factors,
     lambda_pass,
     layer_shapes,
-    row_batches,
 )
 from infljax.curvature.state import (
     Counts,
@@ -51,7 +49,6 @@ __all__ = [
     "LambdaSums",
     "LayerFactors",
     "NonFiniteFactorError",
-    "RowBatch",
     "Statistics",
     "build_factors",
     "check_finite_parameters",
@@ -63,7 +60,6 @@ __all__ = [
     "fit_factors",
     "lambda_pass",
     "layer_shapes",
-    "row_batches",
     "load_factors",
     "open_factors",
     "merge_all",

@@ -35,7 +35,7 @@ from infljax.curvature.state import (
     zero_covariance,
     zero_lambdas,
 )
-from infljax.data.corpus import TokenizedCorpus, read_rows
+from infljax.data.batches import RowBatch
 from infljax.distributed import (
     DATA,
     PLACED,
@@ -86,42 +86,6 @@ class FactorArgs:
             raise ValueError(f"FactorArgs.seed must be in [0, 2**32), got {self.seed}")
         if self.lambda_chunk < 0:
             raise ValueError(f"FactorArgs.lambda_chunk must be >= 0, got {self.lambda_chunk}")
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class RowBatch:
-    """A batch and the corpus row of each of its sequences.
-
-    rows: [B] int, -1 for padding rows; the row seeds the sequence's sampled labels.
-    """
-
-    rows: jax.Array
-    batch: Batch
-
-
-def row_batches(
-    corpus: TokenizedCorpus,
-    rows: np.ndarray,
-    batch_size: int,
-    local: slice = slice(None),
-    progress: Callable[[int], None] | None = None,
-) -> Iterator[RowBatch]:
-    """Fixed-shape batches of corpus `rows`; the last is filled with zero-length rows of index
-    -1 (what the fitting passes read).
-
-    Each batch holds only the `local` rows of the global batch of `batch_size` (this process's,
-    `infljax.distributed.process_rows`; default all), and only those are read from the corpus.
-    `progress(n)` gets each global batch's number of real rows once the batch was taken.
-    """
-    for start in range(0, len(rows), batch_size):
-        part = rows[start : start + batch_size]
-        chunk = np.full(batch_size, -1, np.int64)
-        chunk[: len(part)] = part
-        ids = chunk[local]
-        yield RowBatch(ids.astype(np.int32), Batch.from_documents(*read_rows(corpus, ids)))
-        if progress is not None:
-            progress(len(part))
 
 
 def check_finite_parameters(model: nnx.Module) -> None:

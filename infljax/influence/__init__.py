@@ -8,7 +8,7 @@
                              (0, corpus.num_documents), 64, mesh)
 
 `result.scores[q, m] = Σ_layers ⟨IHVP(∇ NLL_q), ∇ L_m⟩` (DESIGN §2); the stage
-`infljax.stages.scores` wires this to the workdir (DESIGN §4).
+`infljax.influence.run.ScoringRun` wires this to the workdir (DESIGN §4).
 """
 
 from infljax.influence.attribution import (

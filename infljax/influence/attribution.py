@@ -15,10 +15,11 @@ import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
+from infljax.data.batches import real_rows, row_batches
 from infljax.data.corpus import TokenizedCorpus
 from infljax.distributed import global_batch, process_rows, replicate, to_host
 from infljax.influence import contraction
-from infljax.influence.scoring import Plan, document_batches, score_documents
+from infljax.influence.scoring import Plan, score_documents
 from infljax.models.capture import capture
 from infljax.models.losses import Batch
 
@@ -58,9 +59,10 @@ def token_scores(
     """[Q, len(rows), T] per-token scores of the given corpus rows for every query."""
     plan = replicate(plan, mesh)
     local = process_rows(batch_size, mesh)  # this process reads only its rows of each batch
+    batches = row_batches(corpus, np.asarray(rows), batch_size, local)
     parts = [
-        to_host(fn(state, global_batch(batch, mesh), plan))[:, :valid]
-        for valid, batch in document_batches(corpus, np.asarray(rows), batch_size, local)
+        to_host(fn(state, global_batch(rb.batch, mesh), plan))[:, :valid]
+        for valid, rb in zip(real_rows(len(rows), batch_size), batches, strict=True)
     ]
     return np.concatenate(parts, axis=1)
 

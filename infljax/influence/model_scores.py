@@ -1,7 +1,7 @@
 """One model's influence scores in one call, in memory: fit the factors, prepare the queries,
 score every document. For models and corpora that fit in memory at once (the embedded world:
-validation's seed ensembles and training checkpoints, tests); the resumable, disk-backed stages
-(`infljax.stages.factors`, `infljax.stages.scores`) compose the same library calls.
+validation's seed ensembles and training checkpoints, tests); the resumable, disk-backed runs
+(`infljax.curvature.fit.FactorFit`, `infljax.influence.run.ScoringRun`) compose the same calls.
 
     scores = influence_scores(model, corpus, query_tokens, InfluenceArgs(layers), Placement(mesh))
 """
@@ -13,8 +13,9 @@ import dataclasses
 import numpy as np
 from flax import nnx
 
-from infljax.curvature.passes import FactorArgs, fit_factors, row_batches
+from infljax.curvature.passes import FactorArgs, fit_factors
 from infljax.curvature.strategies import DampingArgs
+from infljax.data.batches import row_batches
 from infljax.data.corpus import TokenizedCorpus
 from infljax.distributed import Placement
 from infljax.influence import query_grads, scoring

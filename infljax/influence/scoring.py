@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +24,8 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from infljax.curvature import DampingArgs, Factors, precondition
-from infljax.data.corpus import TokenizedCorpus, read_rows
+from infljax.data.batches import real_rows, row_batches
+from infljax.data.corpus import TokenizedCorpus
 from infljax.distributed import (
     DATA,
     PLACED,
@@ -226,8 +227,10 @@ def score_documents(
     state, plan, factors = (on_mesh(x, mesh) for x in (state, plan, factors))
     parts, pending = [], None
     local = process_rows(batch_size, mesh)
-    for valid, batch in document_batches(corpus, rows, batch_size, local):
-        result = score_fn(state, global_batch(batch, mesh), plan, factors)
+    rows = np.arange(*rows) if isinstance(rows, tuple) else np.asarray(rows, np.int64)
+    batches = row_batches(corpus, rows, batch_size, local)
+    for valid, rb in zip(real_rows(len(rows), batch_size), batches, strict=True):
+        result = score_fn(state, global_batch(rb.batch, mesh), plan, factors)
         if pending is not None:
             parts.append(_fetch(*pending, on_batch))
         pending = (result, valid)
@@ -243,26 +246,6 @@ def _fetch(result: BatchScores, valid: int, on_batch) -> BatchScores:
     if on_batch is not None:
         on_batch(valid)
     return out
-
-
-def document_batches(
-    corpus: TokenizedCorpus,
-    rows: tuple[int, int] | np.ndarray,
-    batch_size: int,
-    local: slice = slice(None),
-) -> Iterator[tuple[int, Batch]]:
-    """(number of real rows, Batch) of fixed shape; the last is padded with zero-length rows.
-
-    Each Batch holds only the `local` rows of the global batch of `batch_size` (this process's,
-    `infljax.distributed.process_rows`; default all), and only those are read from the corpus;
-    the count is the global batch's.
-    """
-    rows = np.arange(*rows) if isinstance(rows, tuple) else np.asarray(rows, np.int64)
-    for begin in range(0, len(rows), batch_size):
-        part = rows[begin : begin + batch_size]
-        chunk = np.full(batch_size, -1, np.int64)
-        chunk[: len(part)] = part
-        yield len(part), Batch.from_documents(*read_rows(corpus, chunk[local]))
 
 
 def partition_bounds(num_documents: int, partitions: int) -> list[tuple[int, int]]:

@@ -24,7 +24,6 @@ from infljax.analysis.report import figure_name, pair_figure_name
 from infljax.analysis.study import AnalysisArgs, ModelAnalysis, analyse_model
 from infljax.analysis.summary import baseline_summary, overlap_summary, study_summary
 from infljax.checkpoints import begin_stage, finish_stage
-from infljax.pipeline import stage, write_json
 from infljax.workdir import (
     ScoreFiles,
     analysis_dir,
@@ -34,6 +33,7 @@ from infljax.workdir import (
     queries_path,
     scores_dir,
     world_dir,
+    write_json,
 )
 
 _ARG_FIELDS = tuple(f.name for f in dataclasses.fields(AnalysisArgs))
@@ -79,7 +79,9 @@ def _num_params(workdir: Path, name: str) -> float:
 def _baseline_dirs(workdir: Path, name: str) -> list[Path]:
     """``baselines/<name>/<method>/`` directories holding scores (stage `baselines`)."""
     root = baselines_dir(workdir, name)
-    return sorted(p.parent for p in root.glob("*/scores.npy")) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    return sorted(d for d in root.iterdir() if ScoreFiles(d).scores.is_file())
 
 
 def _baselines(workdir: Path, influence: ModelAnalysis, table, args: AnalysisArgs) -> dict:
@@ -96,7 +98,11 @@ def _baselines(workdir: Path, influence: ModelAnalysis, table, args: AnalysisArg
     return {"baselines": compared, "baseline_overlap": overlap} if compared else {}
 
 
-@stage("analysis", check=lambda config: analysis_args(config.get("analysis")))
+def check(config: ConfigDict) -> None:
+    """The stage's typed arguments (raises on an invalid value)."""
+    analysis_args(config.get("analysis"))
+
+
 def run(config: ConfigDict, workdir: Path) -> None:
     args = analysis_args(config.get("analysis"))
     names = model_names(config, workdir)

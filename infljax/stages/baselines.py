@@ -8,7 +8,7 @@ read it unchanged: ``scores.npy`` float32 [Q, N], ``query_nats.npy`` [Q], ``doc_
 * ``tfidf``: TF-IDF cosine of prompt + completion against each document (no model involved);
 * ``random``: seeded Gaussian noise;
 * ``grad_dot``: plain gradient dot products — the scores stage's own pass
-  (`infljax.stages.scores.score_model`) with strategy ``identity``, into this directory;
+  (`infljax.influence.run.ScoringRun`) with strategy ``identity``, into this directory;
 * ``grad_cosine``: grad_dot ÷ (‖∇q‖ ‖∇m‖), from grad_dot's files (computed when either is asked);
 * ``kfac``: the scores stage's pass with strategy ``kfac`` (Kronecker factors without the
   eigenvalue correction; same factors, damping and rank as the influence scores);
@@ -46,9 +46,8 @@ from infljax.data.tokenization import load_tokenizer
 from infljax.distributed import MeshArgs, make_placement
 from infljax.influence import baselines, query_grads
 from infljax.influence.measurement import QueryText, read_query_records
+from infljax.influence.run import ModelInputs, ScoresArgs, ScoringRun
 from infljax.multihost import on_main
-from infljax.pipeline import stage
-from infljax.stages.scores import ModelInputs, ScoresArgs, score_model
 from infljax.validation import methods
 from infljax.workdir import (
     ScoreFiles,
@@ -104,13 +103,12 @@ def checkpoint_weights(config: ConfigDict, name: str) -> dict[str, float]:
     return weights
 
 
-def _check(config: ConfigDict) -> None:
+def check(config: ConfigDict) -> None:
     BaselineArgs.from_config(config.get("baselines"))
     for name in config.models:
         checkpoint_weights(config, name)
 
 
-@stage("baselines", check=_check)
 def run(config: ConfigDict, workdir: Path) -> None:
     args = BaselineArgs.from_config(config.get("baselines"))
     corpus = load_corpus(corpus_dir(workdir))
@@ -157,7 +155,7 @@ def _scoring_baseline(config: ConfigDict, workdir: Path, name: str, corpus, meth
     inputs = ModelInputs.of_workdir(workdir, name, corpus, tokenizer)
     placement = make_placement(MeshArgs(**config.mesh.to_dict()))
     out = baselines_dir(workdir, name, method)
-    score_model(name, inputs, args, placement, out, config.overwrite)
+    ScoringRun(name, inputs, args, placement, out, config.overwrite).run()
 
 
 def _gradient_cosine(config: ConfigDict, workdir: Path, name: str) -> None:

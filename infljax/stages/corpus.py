@@ -27,13 +27,13 @@ from infljax.data.tokenization import (
     train_bpe,
     wrapping,
 )
-from infljax.pipeline import stage, write_json
 from infljax.workdir import (
     corpus_dir,
     stored_path,
     tokenizer_info_path,
     tokenizer_path,
     world_dir,
+    write_json,
 )
 
 
@@ -81,7 +81,11 @@ def _tokenize_args(config: ConfigDict) -> TokenizeArgs:
     )
 
 
-@stage("corpus", check=_tokenize_args)
+def check(config: ConfigDict) -> None:
+    """The stage's typed arguments (raises on an invalid value)."""
+    _tokenize_args(config)
+
+
 def run(config: ConfigDict, workdir: Path) -> None:
     out = corpus_dir(workdir)
     source = _input_path(config, workdir)

@@ -31,15 +31,14 @@ from infljax.models.decoder import Decoder, DecoderConfig, num_params
 from infljax.models.io import save_model
 from infljax.models.losses import Batch
 from infljax.multihost import is_main, on_main, process_count
-from infljax.pipeline import stage, write_json
-from infljax.workdir import corpus_dir, model_dir, tokenizer_path
+from infljax.workdir import corpus_dir, model_dir, tokenizer_path, write_json
 
 
 def decoder_config(model_section: ConfigDict, corpus: TokenizedCorpus, vocab: int) -> DecoderConfig:
     return DecoderConfig(vocab_size=vocab, max_length=corpus.tokens.shape[1], **model_section)
 
 
-def _check(config: ConfigDict) -> None:
+def check(config: ConfigDict) -> None:
     for name, section in config.models.items():
         if section.get("checkpoint"):
             ConvertArgs(**(section.convert.to_dict() if section.get("convert") else {}))
@@ -50,7 +49,6 @@ def _check(config: ConfigDict) -> None:
                 raise ValueError(f"models.{name}.train: {error}") from None
 
 
-@stage("pretrain", check=_check)
 def run(config: ConfigDict, workdir: Path) -> None:
     corpus = load_corpus(corpus_dir(workdir))
     vocab = int(_read_vocab_size(workdir))
@@ -228,7 +226,8 @@ def _restore(manager: ocp.CheckpointManager, state: dict, name: str) -> tuple[in
 
 
 def _write_metrics(out, model, corpus, held_rows, history, seconds, tokens) -> None:
-    write_json(
+    on_main(
+        write_json,
         out / "metrics.json",
         {
             "num_params": num_params(model),

@@ -28,7 +28,6 @@ from infljax.data.tokenization import (
 )
 from infljax.data.world import World, read_world_json
 from infljax.models.io import load_model, read_model_config
-from infljax.pipeline import stage, write_json
 from infljax.queries import (
     CompletionArgs,
     FamilySpec,
@@ -46,16 +45,16 @@ from infljax.workdir import (
     tokenizer_info_path,
     tokenizer_path,
     world_dir,
+    write_json,
 )
 
 
-def _check(config: ConfigDict) -> None:
+def check(config: ConfigDict) -> None:
     section = config.queries
     build_families([FamilySpec.from_config(k, v) for k, v in section.families.to_dict().items()])
     CompletionArgs(**section.completions.to_dict())
 
 
-@stage("queries", check=_check)
 def run(config: ConfigDict, workdir: Path) -> None:
     section = config.queries
     specs = [FamilySpec.from_config(k, v) for k, v in section.families.to_dict().items()]

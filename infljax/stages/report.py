@@ -17,7 +17,6 @@ from ml_collections import ConfigDict
 
 from infljax.analysis.report import ReportInputs, render_report, validation_figure_name
 from infljax.checkpoints import begin_stage, finish_stage
-from infljax.pipeline import stage
 from infljax.workdir import (
     analysis_dir,
     corpus_dir,
@@ -62,7 +61,6 @@ def report_inputs(workdir: Path) -> ReportInputs:
     )
 
 
-@stage("report")
 def run(config: ConfigDict, workdir: Path) -> None:
     out = report_dir(workdir)
     inputs = {"analysis": analysis_dir(workdir), "queries": queries_dir(workdir)}

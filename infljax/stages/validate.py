@@ -63,9 +63,8 @@ from infljax.influence.measurement import (
     records_sha256,
 )
 from infljax.influence.model_scores import InfluenceArgs, influence_scores
+from infljax.influence.run import ScoresArgs
 from infljax.models.io import read_model_config
-from infljax.pipeline import stage, write_json
-from infljax.stages.scores import ScoresArgs
 from infljax.trees import take
 from infljax.validation import figures, lds, metagradient, methods, retrain
 from infljax.workdir import (
@@ -80,6 +79,7 @@ from infljax.workdir import (
     tokenizer_info_path,
     tokenizer_path,
     validate_dir,
+    write_json,
 )
 
 METHODS = ("ekfac", "kfac", "grad_dot", "grad_cosine", "tfidf", "random")
@@ -177,7 +177,11 @@ class ValidateArgs:
         return record
 
 
-@stage("validate", check=lambda config: ValidateArgs.from_config(config.validation))
+def check(config: ConfigDict) -> None:
+    """The stage's typed arguments (raises on an invalid value)."""
+    ValidateArgs.from_config(config.validation)
+
+
 def run(config: ConfigDict, workdir: Path) -> None:
     args = ValidateArgs.from_config(config.validation)
     name = args.model

@@ -16,11 +16,9 @@ from ml_collections import ConfigDict
 
 from infljax.checkpoints import begin_stage, finish_stage
 from infljax.data.world import WorldArgs, generate_world, write_corpus_jsonl, write_world_json
-from infljax.pipeline import stage, write_json
-from infljax.workdir import world_dir
+from infljax.workdir import world_dir, write_json
 
 
-@stage("world")
 def run(config: ConfigDict, workdir: Path) -> None:
     if config.corpus.path:
         logging.info("world: skipped (config.corpus.path=%s)", config.corpus.path)

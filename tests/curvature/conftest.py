@@ -13,9 +13,9 @@ import pytest
 from flax import nnx
 
 from infljax import training
-from infljax.curvature import FactorArgs, RowBatch, fit_factors
+from infljax.curvature import FactorArgs, fit_factors
 from infljax.curvature.exact import exact_fisher, fisher_targets, per_sequence_gradients
-from infljax.curvature.passes import row_batches
+from infljax.data.batches import RowBatch, row_batches
 from infljax.data.corpus import TokenizedCorpus
 from infljax.data.readers import Record
 from infljax.distributed import Placement, make_mesh

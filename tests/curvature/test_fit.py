@@ -26,7 +26,6 @@ from infljax.curvature import (
     safe_eigh,
 )
 from infljax.curvature.exact import exact_fisher, per_sequence_gradients
-from infljax.curvature.passes import RowBatch, row_batches
 from infljax.curvature.state import (
     Counts,
     CovarianceSums,
@@ -35,6 +34,7 @@ from infljax.curvature.state import (
     zero_covariance,
     zero_lambdas,
 )
+from infljax.data.batches import RowBatch, row_batches
 from infljax.distributed import Placement, make_mesh, shard_batch
 from infljax.models.capture import layer_shapes, select_layers
 from infljax.models.decoder import Decoder

@@ -7,6 +7,7 @@ interrupted.
 """
 
 import dataclasses
+import itertools
 import json
 
 import jax
@@ -17,6 +18,7 @@ from ml_collections import ConfigDict
 from infljax import planning
 from infljax.checkpoints import StageConflict, is_complete, save_pytree
 from infljax.curvature import load_factors, open_factors, save_factors
+from infljax.curvature.fit import FactorFit, FitPlan, report_memory
 from infljax.curvature.state import Counts
 from infljax.curvature.storage import saved_layers
 from infljax.data.corpus import load_corpus, save_corpus
@@ -24,7 +26,6 @@ from infljax.distributed import Placement, make_mesh
 from infljax.models.capture import layer_groups
 from infljax.models.io import load_model, save_model
 from infljax.pipeline import run_stages
-from infljax.stages.factors import FitPlan, _report_memory, fit_model_factors
 from infljax.workdir import corpus_dir, factors_dir, model_dir
 
 from .conftest import ARGS, CFG
@@ -83,8 +84,8 @@ def test_interrupted_partitioned_fit_resumes_to_the_same_factors(workdir, factor
     model, corpus = load_model(model_dir(workdir, "tiny")), load_corpus(corpus_dir(workdir))
     out = factors_dir(workdir, "tiny")
     plan = FitPlan(num_documents=0, batch_size=16, partitions=3)
-    fit = lambda stop: fit_model_factors(  # noqa: E731
-        "tiny", model, layers, corpus, plan, AUTO, Placement(make_mesh()), out, stop_after=stop
+    fit = lambda stop: fit_for(  # noqa: E731
+        FactorFit("tiny", model, layers, corpus, plan, AUTO, Placement(make_mesh()), out), stop
     )
     assert not fit(2)  # covariance partitions 0 and 1
     assert sorted(p.name for p in (out / "covariance").glob("part_*.json")) == [
@@ -95,6 +96,14 @@ def test_interrupted_partitioned_fit_resumes_to_the_same_factors(workdir, factor
     assert fit(None) and is_complete(out)
     assert_equal_factors(load_factors(out), factors)
     assert len(jax.devices()) == 8
+
+
+def fit_for(fit: FactorFit, partitions: int | None) -> bool:
+    """Run `fit` for at most `partitions` newly computed partitions (None: to the end), as a
+    time-sliced job would; whether the factors are complete."""
+    for _ in itertools.islice(fit.partitions(), partitions):
+        pass
+    return is_complete(fit.out)
 
 
 def fit_plan(partitions: int = 2, groups: int = 1) -> FitPlan:
@@ -131,9 +140,10 @@ def test_layer_groups_fit_the_same_factors(workdir, factors, layers, groups):
     fitted = {}
     for g in (1, groups):
         out = workdir / f"groups_{g}"
-        assert fit_model_factors(
+        FactorFit(
             "tiny", model, layers, corpus, fit_plan(2, g), AUTO, Placement(make_mesh()), out
-        )
+        ).run()
+        assert is_complete(out)
         fitted[g] = load_factors(out)
         assert json.loads((out / "fit.json").read_text())["layer_groups"] == g
         assert not (out / "covariance").exists() and not (out / "lambdas").exists()
@@ -156,16 +166,11 @@ def test_interrupted_grouped_fit_resumes_also_with_another_grouping(workdir, fac
     and a resumed fit with other groups reuses only the groups it shares (here layers 0-1)."""
     model, corpus = load_model(model_dir(workdir, "tiny")), load_corpus(corpus_dir(workdir))
     out = factors_dir(workdir, "tiny")
-    fit = lambda groups, stop: fit_model_factors(  # noqa: E731
-        "tiny",
-        model,
-        layers,
-        corpus,
-        fit_plan(2, groups),
-        AUTO,
-        Placement(make_mesh()),
-        out,
-        stop_after=stop,
+    fit = lambda groups, stop: fit_for(  # noqa: E731
+        FactorFit(
+            "tiny", model, layers, corpus, fit_plan(2, groups), AUTO, Placement(make_mesh()), out
+        ),
+        stop,
     )
     both = ["part_00000", "part_00001"]
     first, second = layers[:2], layers[2:]  # the 2 groups of the 4 layers
@@ -218,9 +223,9 @@ def test_more_layer_groups_than_layers_are_refused_before_fitting(workdir, layer
     model, corpus = load_model(model_dir(workdir, "tiny")), load_corpus(corpus_dir(workdir))
     out = factors_dir(workdir, "tiny")
     with pytest.raises(ValueError, match="5 layer groups for 4 tracked layers"):
-        fit_model_factors(
+        FactorFit(
             "tiny", model, layers, corpus, fit_plan(2, 5), AUTO, Placement(make_mesh()), out
-        )
+        ).run()
     assert not out.exists()
 
 
@@ -240,7 +245,7 @@ def test_memory_refusal_names_the_layer_groups_that_fit(monkeypatch, trained_mod
     def report(groups, device):
         monkeypatch.setattr(planning, "device_memory_bytes", lambda: device)
         plan = FitPlan(batch_size=8, layer_groups=groups)
-        _report_memory("tiny", trained_model, layers, plan, args, where, length)
+        report_memory("tiny", trained_model, layers, plan, args, where, length)
 
     device = needs("lambdas", layers) - 1  # every layer in one group does not fit
     assert needs("covariance", layers) <= device  # the covariance pass does

@@ -18,7 +18,7 @@ from ml_collections import ConfigDict
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from infljax.curvature import FactorArgs, fit_factors
-from infljax.curvature.passes import row_batches
+from infljax.data.batches import row_batches
 from infljax.data.corpus import TokenizeArgs, tokenize_corpus
 from infljax.data.readers import Record
 from infljax.data.tokenization import TokenizerError, tokenizer_info, wrapping

@@ -15,11 +15,11 @@ from infljax.distributed import Placement, make_mesh
 from infljax.influence import baselines, prefilter
 from infljax.influence.measurement import QueryText
 from infljax.influence.query_grads import QueryArgs
+from infljax.influence.run import ModelInputs, ScoresArgs, ScoringRun
 from infljax.influence.scoring import BatchScores, ScoreArgs
 from infljax.models.decoder import Decoder, DecoderConfig
 from infljax.models.io import save_model
 from infljax.pipeline import run_stages
-from infljax.stages.scores import ModelInputs, ScoresArgs, score_model
 from infljax.workdir import (
     analysis_dir,
     factors_dir,
@@ -95,7 +95,7 @@ def outputs(out):
 def full(workdir, tmp_path_factory):
     _, inputs, mesh = workdir
     out = tmp_path_factory.mktemp("full")
-    score_model("tiny", inputs, ARGS, Placement(mesh), out)
+    ScoringRun("tiny", inputs, ARGS, Placement(mesh), out).run()
     return out, *outputs(out)
 
 
@@ -104,7 +104,7 @@ def filtered(workdir):
     """prefilter_k = K into the workdir's scores/tiny (the analysis test reads it there)."""
     root, inputs, mesh = workdir
     out = scores_dir(root, "tiny")
-    score_model("tiny", inputs, dataclasses.replace(ARGS, prefilter_k=K), Placement(mesh), out)
+    ScoringRun("tiny", inputs, dataclasses.replace(ARGS, prefilter_k=K), Placement(mesh), out).run()
     return out, *outputs(out)
 
 
@@ -117,7 +117,9 @@ def candidates() -> np.ndarray:
 def test_prefilter_of_every_document_equals_the_unfiltered_run(workdir, full, tmp_path):
     _, inputs, mesh = workdir
     n = len(TEXTS)
-    score_model("tiny", inputs, dataclasses.replace(ARGS, prefilter_k=n), Placement(mesh), tmp_path)
+    ScoringRun(
+        "tiny", inputs, dataclasses.replace(ARGS, prefilter_k=n), Placement(mesh), tmp_path
+    ).run()
     arrays, meta = outputs(tmp_path)
     full_out, full_arrays, full_meta = full
     assert arrays.pop("scored").all() and "scored" not in full_arrays

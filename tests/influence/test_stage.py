@@ -12,11 +12,11 @@ from infljax import planning, training
 from infljax.checkpoints import StageConflict, is_complete
 from infljax.distributed import Placement, make_mesh
 from infljax.influence.query_grads import QueryArgs
+from infljax.influence.run import ModelInputs, ScoresArgs, ScoringRun, _check_query_memory
 from infljax.influence.scoring import ScoreArgs
 from infljax.models.decoder import DecoderConfig
 from infljax.models.io import load_model
 from infljax.stages.pretrain import train_model
-from infljax.stages.scores import ModelInputs, ScoresArgs, _check_query_memory, score_model
 from infljax.workdir import factors_dir, model_dir, scores_dir
 from tests.influence.workdirs import write_corpus, write_factors
 
@@ -68,7 +68,7 @@ def workdir(tmp_path_factory):
 def scored(workdir):
     root, inputs = workdir
     out = scores_dir(root, "tiny")
-    score_model("tiny", inputs, ARGS, Placement(make_mesh(devices=jax.devices()[:2])), out)
+    ScoringRun("tiny", inputs, ARGS, Placement(make_mesh(devices=jax.devices()[:2])), out).run()
     return out, inputs
 
 
@@ -126,9 +126,9 @@ def test_top_k_full_rank_rescores_match_a_dense_run(scored, workdir, tmp_path):
         rescore_top_k=0,
         per_token_top=0,
     )
-    score_model(
+    ScoringRun(
         "tiny", inputs, dense_args, Placement(make_mesh(devices=jax.devices()[:2])), tmp_path
-    )
+    ).run()
     dense = np.load(tmp_path / "scores.npy")
     expected = np.take_along_axis(dense, top["indices"], axis=1)
     np.testing.assert_allclose(top["full_rank_scores"], expected, rtol=FLOAT32)
@@ -138,9 +138,9 @@ def test_top_k_full_rank_rescores_match_a_dense_run(scored, workdir, tmp_path):
 def test_interrupted_scoring_resumes_to_identical_outputs(scored, tmp_path):
     out, inputs = scored
     mesh = make_mesh(devices=jax.devices()[:2])
-    score_model("tiny", inputs, ARGS, Placement(mesh), tmp_path, stop_after=1)
+    next(ScoringRun("tiny", inputs, ARGS, Placement(mesh), tmp_path).partitions())
     assert not is_complete(tmp_path) and len(list((tmp_path / "partitions").iterdir())) == 1
-    score_model("tiny", inputs, ARGS, Placement(mesh), tmp_path)
+    ScoringRun("tiny", inputs, ARGS, Placement(mesh), tmp_path).run()
     assert is_complete(tmp_path)
     for name in ("scores.npy", "doc_grad_norms.npy", "query_nats.npy", "per_layer.npy"):
         np.testing.assert_array_equal(np.load(tmp_path / name), np.load(out / name))
@@ -150,11 +150,11 @@ def test_complete_outputs_are_skipped_and_changed_arguments_refused(scored):
     out, inputs = scored
     mesh = make_mesh(devices=jax.devices()[:2])
     before = (out / "scores.npy").stat().st_mtime_ns
-    score_model("tiny", inputs, ARGS, Placement(mesh), out)
+    ScoringRun("tiny", inputs, ARGS, Placement(mesh), out).run()
     assert (out / "scores.npy").stat().st_mtime_ns == before
     changed = dataclasses.replace(ARGS, queries=QueryArgs(rank=3))
     with pytest.raises(StageConflict, match=r"rank: 2 -> 3"):
-        score_model("tiny", inputs, changed, Placement(mesh), out)
+        ScoringRun("tiny", inputs, changed, Placement(mesh), out).run()
 
 
 @pytest.mark.parametrize("placement, query_groups", [("replicated", 1), ("fsdp", 2)])
@@ -171,7 +171,7 @@ def test_bfloat16_mixed_precision_tracks_the_float64_scores(
     queries = dataclasses.replace(ARGS.queries, layer_groups=query_groups)
     args = dataclasses.replace(ARGS, param_dtype="bfloat16", queries=queries)
     mesh = make_mesh(devices=jax.devices()[:2])
-    score_model("tiny", inputs, args, Placement(mesh, placement), tmp_path)
+    ScoringRun("tiny", inputs, args, Placement(mesh, placement), tmp_path).run()
     full, mixed = (np.load(d / "scores.npy").astype(np.float64) for d in (out, tmp_path))
     error = np.linalg.norm(mixed - full) / np.linalg.norm(full)
     assert error < 10 * 2.0**-8, error
@@ -185,7 +185,7 @@ def test_fsdp_placement_writes_the_replicated_scores(scored, tmp_path):
     same float64 arithmetic up to summation order (the stored scores are float32)."""
     out, inputs = scored
     mesh = make_mesh(devices=jax.devices()[:2])
-    score_model("tiny", inputs, ARGS, Placement(mesh, "fsdp"), tmp_path)
+    ScoringRun("tiny", inputs, ARGS, Placement(mesh, "fsdp"), tmp_path).run()
     for name in ("scores.npy", "per_layer.npy", "self_influence.npy", "doc_grad_norms.npy"):
         np.testing.assert_allclose(np.load(tmp_path / name), np.load(out / name), rtol=FLOAT32)
 
