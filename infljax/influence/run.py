@@ -32,7 +32,7 @@ import dataclasses
 import json
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -207,7 +207,7 @@ class _Work:
     tokens: QueryTokens
     plan: scoring.Plan  # placed
     choices: dict[str, str]  # the contraction per layer
-    score_fn: object
+    score_fn: Callable  # `scoring.make_score_fn`
     self_factors: Factors | None  # placed, for self-influence only
     prefilter: prefilter.Prefilter | None
     parts: list  # each partition's corpus rows (`_partitions`)
