@@ -45,6 +45,12 @@ def write_json(path: str | Path, obj) -> None:
     tmp.replace(path)
 
 
+def write_jsonl(path: str | Path, records: list[dict]) -> None:
+    """Write `records` one JSON object per line (UTF-8, non-ASCII kept)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
 def recorded_args(directory: str | Path) -> dict | None:
     """The arguments the stage in `directory` ran with; None when it holds no record."""
     record = StageRecord.read(directory)

@@ -258,8 +258,7 @@ def make_query_plan_fn(
 
         def layer(path, layer_io, inputs):  # one layer's gradients at a time
             layer_factors, layer_id = inputs
-            if layer_factors is not None:
-                layer_factors = gather_layer(layer_factors, factor_specs, path)
+            layer_factors = gather_layer(layer_factors, factor_specs, path)  # None: no factors
             grads = jnp.einsum("bto,bti->boi", layer_io.g, layer_io.a)
             pre = precondition(strategy, layer_factors, grads, damping)
             if args.rank == 0 or not factorise_here:

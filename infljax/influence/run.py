@@ -29,7 +29,6 @@ scores stage runs one per model; the baselines stage runs it with other strategi
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -72,6 +71,7 @@ from infljax.workdir import (
     recorded_args,
     tokenizer_info_path,
     write_json,
+    write_jsonl,
 )
 
 PARTITIONS_DIR = "partitions"
@@ -277,7 +277,7 @@ class ScoringRun:
         tokens = _encode(name, self.inputs, args, loaded.cfg.max_length)
         measured = set(tokens.query_ids)  # all of them, unless on_too_long="skip" left some out
         measured_records = [r for r in self.inputs.records if r["id"] in measured]
-        on_main(_write_jsonl, self.files.queries, measured_records)
+        on_main(write_jsonl, self.files.queries, measured_records)
         graphdef, state = nnx.split(loaded)
         layers = select_layers(loaded, args.layers)
         factors = _factors(self.inputs, args, layers)  # placed a group of layers at a time
@@ -630,9 +630,3 @@ def _write_meta(out, name, layers, choices, tokens, corpus, extras) -> None:
             **extras,
         },
     )
-
-
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -195,8 +195,7 @@ def _self_influence(io, layers, how: SelfInfluence | None, factors, specs) -> ja
 
     def layer(path, layer_io, layer_factors):
         grads = contraction.sequence_grads(layer_io)
-        if layer_factors is not None:
-            layer_factors = gather_layer(layer_factors, specs, path)
+        layer_factors = gather_layer(layer_factors, specs, path)  # None: no factors
         ihvp = precondition(how.strategy, layer_factors, grads, how.damping)
         return jnp.sum(ihvp * grads, axis=(1, 2))
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +55,7 @@ from infljax.workdir import (
     queries_path,
     scores_dir,
     tokenizer_path,
+    write_jsonl,
 )
 
 METHODS = ("tfidf", "random", "grad_dot", "grad_cosine", "kfac")
@@ -252,7 +252,6 @@ def _write(
             f"baselines {name}/{method}: {scores.shape[0]} rows, {len(records)} queries"
         )
     shutil.copyfile(nats, files.query_nats)
-    with open(files.queries, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    write_jsonl(files.queries, records)
     finish_stage(out)
     logging.info("baselines %s/%s: %d x %d in %s", name, method, *scores.shape, out)
