@@ -9,6 +9,8 @@ The two models play the roles of the reference study's 7B and 35B: same corpus, 
 
 from ml_collections import ConfigDict, config_dict
 
+from infljax.config import section_of
+from infljax.influence.run import ScoresArgs
 from infljax.pipeline import STAGE_ORDER
 
 VARIANTS = ("", "smoke")
@@ -145,7 +147,10 @@ def queries(smoke: bool) -> ConfigDict:
 
 
 def scores(smoke: bool) -> ConfigDict:
-    """Influence scoring (`infljax.stages.scores.ScoresArgs`); layers are `factors.layers`.
+    """Influence scoring: every field of `infljax.influence.run.ScoresArgs` (its docstring and
+    its parts' say what each does), at its default unless set here; layers are
+    `factors.layers`. E.g. ``--config.scores.query_grads.rank=0`` (dense query gradients),
+    ``--config.scores.strategy=kfac``, ``--config.scores.measurement.on_too_long=truncate``.
 
     prefilter_k > 0 scores only each query's top k documents by TF-IDF (Grosse et al. 2023) and
     streams only the union of those candidates, for corpora too large to score in full. It is a
@@ -154,34 +159,16 @@ def scores(smoke: bool) -> ConfigDict:
     entries, the others are 0 ("no estimated influence"), and documents never streamed have
     doc_grad_norm 0 (ranked 0 when normalising). 0 = score every document.
     """
-    return ConfigDict(
-        {
-            "strategy": "ekfac",  # identity | diagonal | kfac | ekfac
-            "damping": {"scale": 0.1, "absolute": 0.0},
-            "rank": 32,  # per-layer rank of the query gradients; 0 = dense
-            "svd": "exact",  # or "randomized"
-            "oversample": 8,
-            "power_iterations": 2,
-            "query_batch_size": 16,
-            "query_layer_groups": 1,  # prepare the query gradients in groups of tracked layers
+    return section_of(
+        ScoresArgs,
+        exclude=("layers", "param_dtype"),
+        scoring={
             "batch_size": 8 if smoke else 64,
-            "contraction": "auto",  # auto | dense | lowrank
-            "max_dense_plan_gib": 4.0,  # auto: widest layers go low-rank until dense queries fit
             "partitions": 2 if smoke else 4,
-            "per_layer": True,
             "self_influence": True,
-            "rescore_top_k": 3 if smoke else 10,
-            "per_token_top": 2 if smoke else 3,
-            "prefilter_k": 0,  # > 0: score only each query's top k TF-IDF documents (biased)
-            "seed": 0,
-            # on_too_long: error | truncate (cut the prompt's start) | skip (leave the query out)
-            "measurement": {
-                "on_too_long": "error",
-                "add_eos": False,
-                "chat_template": "",
-                "add_bos": config_dict.placeholder(bool),  # unset: as the corpus documents
-            },
-        }
+        },
+        rescore_top_k=3 if smoke else 10,
+        per_token_top=2 if smoke else 3,
     )
 
 

@@ -44,6 +44,9 @@ from pathlib import Path
 
 from ml_collections import ConfigDict, FieldReference, config_dict
 
+from infljax.config import section_of
+from infljax.influence.run import ScoresArgs
+
 VARIANTS = ("", "pair", "jsonl", "smoke")
 SMOKE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "hf" / "smoke"
 MLP_LAYERS = (r"blocks\.\d+\.mlp\..*",)
@@ -217,34 +220,19 @@ def queries(smoke: bool, from_file: bool) -> ConfigDict:
 
 
 def scores(smoke: bool) -> ConfigDict:
-    """Influence scoring; see configs/demo.py (layers are ``factors.layers``)."""
-    return ConfigDict(
-        {
-            "strategy": "ekfac",
-            "damping": {"scale": 0.1, "absolute": 0.0},
-            "rank": 32,
-            "svd": "exact",
-            "oversample": 8,
-            "power_iterations": 2,
-            "query_batch_size": 16,
-            "query_layer_groups": 1,  # prepare the query gradients in groups of tracked layers
+    """Influence scoring; see configs/demo.py (layers are ``factors.layers``). Queries longer
+    than the context are truncated (their prompt's start) rather than refused."""
+    return section_of(
+        ScoresArgs,
+        exclude=("layers", "param_dtype"),
+        scoring={
             "batch_size": 8 if smoke else 32,
-            "contraction": "auto",
-            "max_dense_plan_gib": 4.0,
             "partitions": 2 if smoke else 16,
-            "per_layer": True,
             "self_influence": True,
-            "rescore_top_k": 3 if smoke else 10,
-            "per_token_top": 2 if smoke else 3,
-            "prefilter_k": 0,  # > 0: score only each query's top k TF-IDF documents (biased)
-            "seed": 0,
-            "measurement": {
-                "on_too_long": "truncate",
-                "add_eos": False,
-                "chat_template": "",
-                "add_bos": config_dict.placeholder(bool),  # unset: as the corpus documents
-            },
-        }
+        },
+        rescore_top_k=3 if smoke else 10,
+        per_token_top=2 if smoke else 3,
+        measurement={"on_too_long": "truncate"},
     )
 
 

@@ -2,7 +2,7 @@
 
 python experiments/compute_scores.py --config=configs/demo.py --workdir=runs/demo
 python experiments/compute_scores.py --config=configs/demo.py --workdir=runs/demo \
-    --config.scores.rank=64 --config.scores.strategy=kfac --config.overwrite=True
+    --config.scores.query_grads.rank=64 --config.scores.strategy=kfac --config.overwrite=True
 
 Needs the corpus, the models, their factors (unless strategy='identity') and queries.jsonl in
 the workdir. Writes ``scores/<model>/`` (DESIGN §4); an interrupted run resumes.

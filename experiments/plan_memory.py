@@ -10,7 +10,7 @@ order: everything replicated; `config.mesh.params="fsdp"` (parameters, factors a
 plan split over all devices at rest; each step gathers one block's parameters and one layer's
 eigenbasis or query plan at a time, and forms one layer's batch statistics at a time); then the
 tracked layers handled in 2, 4, 8, ... groups (`config.factors.layer_groups`: one covariance
-and one lambda pass per group; `config.scores.query_layer_groups`: one capture of the queries
+and one lambda pass per group; `config.scores.query_grads.layer_groups`: one capture of the queries
 per group). `*` marks what the pipeline does not do yet (groups for the scores stage). It
 prints the largest batch per device that fits and the per-device breakdown there, or, when
 nothing fits, the breakdown at one sequence per device (queries: a chunk of one query).
@@ -51,7 +51,7 @@ SHAPES = {
 # The two platforms: (label, devices, bytes per device).
 PAPER = (("TPU v5e-64 (16 GiB per chip)", 64, 16 * 2**30), ("8×H100 (80 GB each)", 8, 80 * 10**9))
 STAGES = ("covariance", "lambdas", "queries", "scores")
-# config.factors.layer_groups (covariance, lambdas) and config.scores.query_layer_groups
+# config.factors.layer_groups (covariance, lambdas) and config.scores.query_grads.layer_groups
 GROUPED_STAGES = ("covariance", "lambdas", "queries")
 
 _SHAPE = flags.DEFINE_string("shape", "command-r-35b", f"A built-in shape: {sorted(SHAPES)}.")

@@ -16,6 +16,7 @@ import hashlib
 import json
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ def begin_stage(
     inputs: dict[str, str | Path] | None = None,
     overwrite: bool = False,
     resumes: bool = True,
+    upgrade: Callable[[dict], dict] | None = None,
 ) -> bool:
     """Prepare `directory` for a stage run with `args`. Returns True when it is already complete.
 
@@ -101,16 +103,25 @@ def begin_stage(
     taken over. With
     `overwrite` the stage always recomputes (its old outputs are removed). With several
     processes, process 0 decides and writes; every process gets its answer.
+
+    `upgrade`: turns a record's arguments written by an older layout into today's (it returns
+    today's as they are); a directory whose upgraded arguments match is kept, its record
+    rewritten in today's layout.
     """
     args, inputs = _normalise(args), dict(inputs or {})
-    return on_main(_begin_stage, Path(directory), args, inputs, overwrite, resumes)
+    return on_main(_begin_stage, Path(directory), args, inputs, overwrite, resumes, upgrade)
 
 
-def _begin_stage(directory: Path, args: dict, inputs: dict, overwrite: bool, resumes: bool):
+def _begin_stage(
+    directory: Path, args: dict, inputs: dict, overwrite: bool, resumes: bool, upgrade
+) -> bool:
     record = directory / ARGS_FILE
     found = _normalise({name: fingerprint(path) for name, path in sorted(inputs.items())})
     if record.exists():
         saved = json.loads(record.read_text())
+        if upgrade is not None and (new := _normalise(upgrade(saved["args"]))) != saved["args"]:
+            saved["args"] = new
+            _write_record(directory, saved)
         changes = diff_args(saved["args"], args)
         kept = _has_outputs(directory) and (resumes or saved.get("complete"))
         if changes and not overwrite and kept:

@@ -19,6 +19,7 @@ import jax
 from absl import logging
 from ml_collections import ConfigDict
 
+from infljax.config import settings
 from infljax.multihost import on_main, process_count
 from infljax.workdir import local_workdir
 
@@ -67,10 +68,11 @@ def run_stages(config: ConfigDict, workdir: str | Path, only: list[str] | None =
     if process_count() > 1:
         _check_multiprocess(wanted)
     check_config(config, wanted)
+    precision = settings(config).matmul_precision
     workdir.mkdir(parents=True, exist_ok=True)
     text = config.to_json_best_effort(indent=2, sort_keys=True)
     on_main((workdir / "config.json").write_text, text)
-    with jax.default_matmul_precision(config.get("matmul_precision", "highest")):
+    with jax.default_matmul_precision(precision):
         for name in STAGE_ORDER:
             if name in wanted:
                 logging.info("stage %s", name)
@@ -82,7 +84,12 @@ def run_stages(config: ConfigDict, workdir: str | Path, only: list[str] | None =
 
 
 def check_config(config: ConfigDict, wanted: list[str]) -> None:
-    """Every wanted stage's `check`: raises ConfigError naming the stage and the value."""
+    """The top-level settings and every wanted stage's `check`: raises ConfigError naming the
+    stage and the value."""
+    try:
+        settings(config)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
     for name in STAGE_ORDER:
         check = getattr(stage_module(name), "check", None) if name in wanted else None
         if check is not None:

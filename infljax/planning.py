@@ -591,11 +591,12 @@ _ADVICE = {
     "batch sums": f"{_FEWER_LAYERS}: each device forms the batch's sums in full",
     "eigenvectors": f"{_SPLIT} or {_FEWER_LAYERS}",
     "factors": f"turn off self-influence, {_SPLIT} or {_FEWER_LAYERS}",
-    "query plan": "lower the rank or config.scores.max_dense_plan_gib, or " + _FEWER_LAYERS,
+    "query plan": "lower the rank or config.scores.scoring.max_dense_plan_gib, or " + _FEWER_LAYERS,
     "lambda chunk": "lower config.factors.lambda_chunk",
-    "query gradients": "lower config.scores.query_batch_size or " + _FEWER_LAYERS,
-    "preconditioned": "lower config.scores.query_batch_size or " + _FEWER_LAYERS,
-    "svd": "use config.scores.svd='randomized' or a smaller config.scores.query_batch_size",
+    "query gradients": "lower config.scores.query_grads.batch_size or " + _FEWER_LAYERS,
+    "preconditioned": "lower config.scores.query_grads.batch_size or " + _FEWER_LAYERS,
+    "svd": "use config.scores.query_grads.svd='randomized' or a smaller "
+    "config.scores.query_grads.batch_size",
 }
 
 

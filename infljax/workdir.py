@@ -205,8 +205,24 @@ class ScoreFiles:
         args = recorded_args(self.directory)
         if args is None:
             return None
-        method = args.get("method") or (args.get("args") or {}).get("strategy")
+        method = args.get("method") or upgrade_scores_record(args).get("strategy")
         return None if method is None else str(method)
+
+
+def upgrade_scores_record(saved: dict) -> dict:
+    """A scores record as written before the typed config (its arguments nested under "args",
+    damping as two fields, the query gradients' settings as "queries", the dense plan's limit in
+    bytes, the batch sizes recorded) in today's layout, so that such score directories stay up
+    to date; today's records are returned as they are."""
+    if "args" not in saved:
+        return saved
+    own, rest = dict(saved["args"]), {k: v for k, v in saved.items() if k != "args"}
+    own["damping"] = {"scale": own.pop("damping_scale"), "absolute": own.pop("damping_absolute")}
+    own["query_grads"] = {k: v for k, v in own.pop("queries").items() if k != "batch_size"}
+    limit = own["scoring"].pop("max_dense_plan_bytes")
+    own["scoring"] = {k: v for k, v in own["scoring"].items() if k != "batch_size"}
+    own["scoring"]["max_dense_plan_gib"] = limit / 2**30
+    return own | rest
 
 
 def baselines_dir(workdir: Path, name: str, method: str = "") -> Path:

@@ -22,6 +22,6 @@ def get_config(arg: str | None = None) -> ConfigDict:
         del config.models["large"]
         config.param_dtype = "float64"  # with JAX_ENABLE_X64=1: float64 factors and scores
         config.models.small.train.steps = 10
-        config.factors.batch_size = config.scores.batch_size = 32
+        config.factors.batch_size = config.scores.scoring.batch_size = 32
         config.scores.rescore_top_k = 0
     return config

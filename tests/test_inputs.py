@@ -267,7 +267,7 @@ def test_user_mistakes_are_one_line_each(tmp_path):
     (tmp_path / "file").write_text("")
     cases = {
         ("--stages=nope",): "unknown stage(s) ['nope']",
-        ("--config.scores.rnak=3",): "no field 'rnak'; did you mean 'rank'?",
+        ("--config.scores.query_grads.rnak=3",): "no field 'rnak'; did you mean 'rank'?",
         ("--config.corpus.path=/no/such.jsonl", "--stages=world,corpus"): "does not exist",
         ("--config.factors.batch_size=0",): "stage factors: factors.batch_size must be positive",
         ("--config.factors.batch_size=-3",): "factors.batch_size",

@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from infljax import planning
 from infljax.checkpoints import begin_stage, finish_stage
+from infljax.config import free, read_split, recorded
 from infljax.curvature.eigen import eigendecompose
 from infljax.curvature.passes import (
     FactorArgs,
@@ -97,9 +98,9 @@ class FitPlan:
     """
 
     num_documents: int = 0
-    batch_size: int = 64
+    batch_size: int = free(64)
     partitions: int = 4
-    layer_groups: int = 1
+    layer_groups: int = free(1)
 
     def __post_init__(self):
         if self.num_documents < 0:
@@ -107,6 +108,19 @@ class FitPlan:
         for name in ("batch_size", "partitions", "layer_groups"):
             if getattr(self, name) < 1:
                 raise ValueError(f"factors.{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FactorLayers:
+    """layers: regexes (full match) of the tracked layers: fitted here, scored by the scores
+    stage."""
+
+    layers: tuple[str, ...]
+
+
+def factors_section(section) -> tuple[FactorArgs, FitPlan, FactorLayers]:
+    """``config.factors``, typed: the passes' arguments, the plan and the tracked layers."""
+    return read_split(section, (FactorArgs, FitPlan, FactorLayers), "factors")
 
 
 def plan_rows(num_rows: int, plan: FitPlan, seed: int) -> np.ndarray:
@@ -204,11 +218,11 @@ class FactorFit:
             "model": self.model_record or {},
             "corpus": {"documents": self.corpus.num_documents, "tokens": self.corpus.num_tokens},
             "layers": list(self.layers),
-            # batch_size, lambda_chunk and layer_groups are left out: results do not depend on
-            # them, so a fit may resume with others (e.g. on other hardware; the partial sums
-            # are stored by the layers they hold, see the module docstring).
-            "factors": {"fisher": self.args.fisher, "seed": self.args.seed},
-            "plan": {"num_documents": self.plan.num_documents, "partitions": self.plan.partitions},
+            # without the free fields (batch_size, lambda_chunk, layer_groups): a fit may resume
+            # with others (e.g. on other hardware; the partial sums are stored by the layers
+            # they hold, see the module docstring)
+            "factors": recorded(self.args),
+            "plan": recorded(self.plan),
         }
         if self.inputs:  # the model and corpus are recorded by where they were read
             del record["model"], record["corpus"]

@@ -22,6 +22,7 @@ from flax import nnx
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from infljax.config import free
 from infljax.curvature import statistics
 from infljax.curvature.eigen import eigendecompose
 from infljax.curvature.state import (
@@ -71,7 +72,7 @@ class FactorArgs:
 
     fisher: str = "true"
     seed: int = 0
-    lambda_chunk: int = 0
+    lambda_chunk: int = free(0)
 
     def chunk_for(self, mesh: Mesh) -> int:
         """The lambda chunk used on `mesh` (resolves 0 = automatic)."""

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from infljax.config import read_split
 from infljax.data.readers import ON_BAD_CHOICES, BadRecord, CorpusError, Record
-from infljax.data.tokenization import TokenizerInfo, text_only, tokenizer_info
+from infljax.data.tokenization import TokenizerArgs, TokenizerInfo, text_only, tokenizer_info
 
 TOKENS_FILE = "tokens.npy"
 LENGTHS_FILE = "lengths.npy"
@@ -62,6 +63,24 @@ class TokenizeArgs:
             )
         if self.on_bad not in ON_BAD_CHOICES:
             raise ValueError(f"on_bad must be one of {ON_BAD_CHOICES}, got {self.on_bad!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusSource:
+    """``config.corpus`` beside its `TokenizeArgs`: where the records and the tokenizer come
+    from. path: JSONL/Parquet records ("" = the world's corpus.jsonl); add_bos / add_eos: wrap
+    every document in BOS / EOS (None: the tokenizer's own convention,
+    `infljax.stages.corpus.conventions`)."""
+
+    path: str = ""
+    add_bos: bool | None = None
+    add_eos: bool | None = None
+    tokenizer: TokenizerArgs = TokenizerArgs()
+
+
+def corpus_args(section) -> tuple[TokenizeArgs, CorpusSource]:
+    """``config.corpus``, typed (raises on an invalid value)."""
+    return read_split(section, (TokenizeArgs, CorpusSource), "corpus")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -162,6 +162,24 @@ def _from_transformers(path: Path) -> Tokenizer:
     return backend
 
 
+@dataclasses.dataclass(frozen=True)
+class TokenizerArgs:
+    """``config.corpus.tokenizer``: where the corpus's tokenizer comes from.
+
+    Attributes:
+      train: train a byte-level BPE of `vocab_size` ids on the corpus; else load `path` (a
+        tokenizer.json or a directory holding one, e.g. a Hugging Face checkpoint's).
+      bos_token, eos_token, pad_token: the special tokens' names ("" = found by common names).
+    """
+
+    train: bool = True
+    vocab_size: int = 512
+    path: str = ""
+    bos_token: str = ""
+    eos_token: str = ""
+    pad_token: str = ""
+
+
 def tokenizer_info(
     tokenizer: Tokenizer,
     pad_token: str | None = None,

@@ -47,7 +47,8 @@ def choose(
     if preference != "auto":
         if preference not in options:
             raise ValueError(
-                f"contraction={preference!r} needs low-rank queries; set scores.rank > 0"
+                f"contraction={preference!r} needs low-rank queries; "
+                "set scores.query_grads.rank > 0"
             )
         return preference
     return min(options, key=options.get)

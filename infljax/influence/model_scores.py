@@ -27,7 +27,7 @@ from infljax.models.capture import select_layers
 class InfluenceArgs:
     """What `influence_scores` computes: the tracked `layers` (regexes), the curvature
     `strategy` (identity needs no factors) with its `factors` fit (on every document,
-    `fit_batch_size` at a time) and `damping`, the `queries` preparation and the `scoring`
+    `fit_batch_size` at a time) and `damping`, the `query_grads` preparation and the `scoring`
     pass (self-influence and partitions are not used here)."""
 
     layers: tuple[str, ...]
@@ -35,7 +35,7 @@ class InfluenceArgs:
     factors: FactorArgs = FactorArgs()
     fit_batch_size: int = 64
     damping: DampingArgs = DampingArgs()
-    queries: query_grads.QueryArgs = query_grads.QueryArgs()
+    query_grads: query_grads.QueryArgs = query_grads.QueryArgs()
     scoring: scoring.ScoreArgs = scoring.ScoreArgs()
 
 
@@ -56,7 +56,7 @@ def influence_scores(
         factors = fit_factors(model, layers, batches, args.factors, placement)
     graphdef, state = nnx.split(model)
     prepared = query_grads.prepare_queries(
-        graphdef, layers, state, queries, args.queries, placement, args.strategy, factors,
+        graphdef, layers, state, queries, args.query_grads, placement, args.strategy, factors,
         args.damping,
     )  # fmt: skip
     plan, _ = scoring.make_plan(prepared, args.scoring, corpus.max_length)

@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
+from infljax.config import free
 from infljax.curvature import DampingArgs, Factors, precondition
 from infljax.distributed import (
     DATA,
@@ -103,9 +104,9 @@ class QueryArgs:
     svd: str = "exact"
     oversample: int = 8
     power_iterations: int = 2
-    batch_size: int = 16
+    batch_size: int = free(16)
     seed: int = 0
-    layer_groups: int = 1
+    layer_groups: int = free(1)
 
     def __post_init__(self):
         if self.svd not in SVD_METHODS:

@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from infljax import planning
 from infljax.checkpoints import begin_stage, check_finite, finish_stage
+from infljax.config import read, recorded, section, settings
 from infljax.curvature import STRATEGIES, DampingArgs, Factors, open_factors
 from infljax.data.corpus import TokenizedCorpus
 from infljax.data.tokenization import TokenizerInfo, read_tokenizer_info, tokenizer_info
@@ -70,6 +71,7 @@ from infljax.workdir import (
     queries_path,
     recorded_args,
     tokenizer_info_path,
+    upgrade_scores_record,
     write_json,
     write_jsonl,
 )
@@ -79,29 +81,32 @@ PARTITIONS_DIR = "partitions"
 
 @dataclasses.dataclass(frozen=True)
 class ScoresArgs:
-    """Everything the scores stage does for one model.
+    """Everything the scores stage does for one model: ``config.scores`` (`infljax.config`),
+    with the factors' `layers` and the config's `param_dtype`.
 
     Attributes:
       layers: regexes of the tracked layers (the factors' layers).
-      strategy: one of STRATEGIES; damping_scale / damping_absolute as in infljax.curvature.
+      strategy: one of STRATEGIES, with `damping` (unused by "identity").
+      measurement: how the queries are tokenised and measured.
+      query_grads: how the query gradients are prepared and compressed.
+      scoring: the scoring pass.
       per_layer: write per_layer.npy.
       rescore_top_k: re-score each query's top k documents with full-rank gradients (0: off).
       per_token_top: per-token scores for each query's top documents (0: off).
-      param_dtype: the dtype the model runs in ("" = as stored; "bfloat16" = mixed precision:
-        bfloat16 parameters, activations and gradients, float32 statistics and factors,
-        float64 eigendecompositions).
       prefilter_k: score only each query's top k documents by TF-IDF, streaming only their
         union (0: every document). A biased shortcut for corpora too large to score in full
         (`infljax.influence.prefilter`); re-scoring and per-token scores pick among the
         scored entries only.
+      param_dtype: the dtype the model runs in ("" = as stored; "bfloat16" = mixed precision:
+        bfloat16 parameters, activations and gradients, float32 statistics and factors,
+        float64 eigendecompositions).
     """
 
     layers: tuple[str, ...]
     strategy: str = "ekfac"
-    damping_scale: float = 0.1
-    damping_absolute: float = 0.0
+    damping: DampingArgs = DampingArgs()
     measurement: MeasurementArgs = MeasurementArgs()
-    queries: query_grads.QueryArgs = query_grads.QueryArgs()
+    query_grads: query_grads.QueryArgs = query_grads.QueryArgs()
     scoring: scoring.ScoreArgs = scoring.ScoreArgs()
     per_layer: bool = True
     rescore_top_k: int = 0
@@ -111,50 +116,15 @@ class ScoresArgs:
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"scores.strategy={self.strategy!r}; valid: {STRATEGIES}")
-        if self.strategy != "identity":
-            try:
-                DampingArgs(scale=self.damping_scale, absolute=self.damping_absolute)
-            except ValueError as error:
-                raise ValueError(
-                    f"scores.damping.scale / scores.damping.absolute: {error}"
-                ) from None
+            raise ValueError(f"strategy={self.strategy!r}; valid: {STRATEGIES}")
         if min(self.rescore_top_k, self.per_token_top, self.prefilter_k) < 0:
-            raise ValueError(
-                "scores.rescore_top_k, scores.per_token_top and scores.prefilter_k must be >= 0"
-            )
+            raise ValueError("rescore_top_k, per_token_top and prefilter_k must be >= 0")
 
     @classmethod
     def from_config(cls, config: ConfigDict) -> ScoresArgs:
-        s = config.scores
-        return cls(
-            layers=tuple(config.factors.layers),
-            strategy=s.strategy,
-            damping_scale=s.damping.scale,
-            damping_absolute=s.damping.absolute,
-            measurement=MeasurementArgs(**s.measurement.to_dict()),
-            queries=query_grads.QueryArgs(
-                rank=s.rank,
-                svd=s.svd,
-                oversample=s.oversample,
-                power_iterations=s.power_iterations,
-                batch_size=s.query_batch_size,
-                seed=s.seed,
-                layer_groups=s.get("query_layer_groups", 1),
-            ),
-            scoring=scoring.ScoreArgs(
-                batch_size=s.batch_size,
-                contraction=s.contraction,
-                self_influence=s.self_influence,
-                partitions=s.partitions,
-                max_dense_plan_bytes=int(s.get("max_dense_plan_gib", 4.0) * 2**30),
-            ),
-            per_layer=s.per_layer,
-            rescore_top_k=s.rescore_top_k,
-            per_token_top=s.per_token_top,
-            prefilter_k=s.get("prefilter_k", 0),
-            param_dtype=config.get("param_dtype", ""),
-        )
+        """``config.scores`` with ``config.factors.layers`` and ``config.param_dtype``."""
+        layers, dtype = tuple(config.factors.layers), settings(config).param_dtype
+        return read(cls, section(config, "scores"), "scores", layers=layers, param_dtype=dtype)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -250,7 +220,8 @@ class ScoringRun:
         out, name = Path(self.out), self.name
         record = _record(self.inputs, self.args)
         inputs = self.inputs.inputs(self.args.strategy)
-        if begin_stage(out, record, inputs=inputs, overwrite=self.overwrite):
+        upgrade = upgrade_scores_record
+        if begin_stage(out, record, inputs=inputs, overwrite=self.overwrite, upgrade=upgrade):
             logging.info("scores %s: up to date in %s", name, out)
             return
         started = time.perf_counter()
@@ -291,7 +262,7 @@ class ScoringRun:
         logging.info("scores %s: contraction per layer %s", name, choices)
         _check_memory(name, shapes, plan, args, self.corpus.max_length, layout)
         self_influence = (
-            scoring.SelfInfluence(args.strategy, _damping(args))
+            scoring.SelfInfluence(args.strategy, args.damping)
             if args.scoring.self_influence
             else None
         )
@@ -306,10 +277,10 @@ class ScoringRun:
 
     def _queries(self, model: _Model, tokens: QueryTokens, rank: int) -> dict:
         """The preconditioned query gradients of `tokens`, compressed to `rank` (0: full)."""
-        q_args = dataclasses.replace(self.args.queries, rank=rank)
+        q_args = dataclasses.replace(self.args.query_grads, rank=rank)
         return query_grads.prepare_queries(
             model.graphdef, model.layers, model.state, tokens, q_args, self.placement,
-            self.args.strategy, model.factors, _damping(self.args),
+            self.args.strategy, model.factors, self.args.damping,
         )  # fmt: skip
 
     def _stored_queries(self, model: _Model, tokens: QueryTokens) -> dict:
@@ -318,8 +289,8 @@ class ScoringRun:
         path = self.files.query_grads
         if on_main(path.is_file):
             return query_grads.load_queries(path)
-        queries = self._queries(model, tokens, self.args.queries.rank)
-        batch_size, mesh = self.args.queries.batch_size, self.placement.mesh
+        queries = self._queries(model, tokens, self.args.query_grads.rank)
+        batch_size, mesh = self.args.query_grads.batch_size, self.placement.mesh
         nats = query_nats(model.graphdef, model.state, tokens, batch_size, mesh)
         on_main(_save_query_plan, Path(self.out), nats, queries)
         return queries
@@ -368,19 +339,19 @@ class ScoringRun:
         scored = None if work.prefilter is None else work.prefilter.scored
         extras = {}
         batch_size = args.scoring.batch_size
-        if args.rescore_top_k and args.queries.rank:
+        if args.rescore_top_k and args.query_grads.rank:
             top = _top_scored(result.scores, scored, args.rescore_top_k)
             score_fn = scoring.make_score_fn(model.graphdef, model.layers, self.placement)
             full_model = model
-            if model.factors is not None and args.queries.layer_groups == 1:
+            if model.factors is not None and args.query_grads.layer_groups == 1:
                 # Read and placed once for every chunk (with several groups each chunk reads
                 # each group's factors again: holding them all is what the groups avoid).
                 placed = self.placement.place({p: model.factors[p] for p in model.layers})
                 full_model = dataclasses.replace(model, factors=placed)
             rescored = []
-            for start in range(0, work.tokens.num_queries, args.queries.batch_size):
+            for start in range(0, work.tokens.num_queries, args.query_grads.batch_size):
                 # One chunk of queries' full-rank gradients at a time: [chunk, d_out, d_in].
-                rows = slice(start, start + args.queries.batch_size)
+                rows = slice(start, start + args.query_grads.batch_size)
                 full = self._queries(full_model, work.tokens.select(rows), rank=0)
                 rescored.append(
                     attribution.rescore(
@@ -406,18 +377,16 @@ class ScoringRun:
 
 
 def _record(inputs: ModelInputs, args: ScoresArgs) -> dict:
-    """The stage's arguments: its own, plus what it reads unless `inputs.read_from` records
-    where it was read (then a changed upstream stage makes this one recompute instead of
-    conflict: `infljax.checkpoints.begin_stage`)."""
-    own = dataclasses.asdict(args)
-    del own["queries"]["layer_groups"]  # results do not depend on it
+    """The stage's arguments (`infljax.config.recorded`), plus what it reads unless
+    `inputs.read_from` records where it was read (then a changed upstream stage makes this one
+    recompute instead of conflict: `infljax.checkpoints.begin_stage`)."""
+    own = recorded(args)
     for key in ("prefilter_k", "param_dtype"):
         if not own[key]:
             del own[key]  # so that records written before these options existed match
     if inputs.read_from:
-        return {"args": own}
-    return {
-        "args": own,
+        return own
+    return own | {
         "queries_sha256": records_sha256(inputs.records),
         "model": recorded_args(inputs.model_dir),
         "factors": recorded_args(inputs.factors_dir) if args.strategy != "identity" else None,
@@ -456,10 +425,6 @@ def _factors(inputs: ModelInputs, args: ScoresArgs, layers):
     return factors
 
 
-def _damping(args: ScoresArgs) -> DampingArgs:
-    return DampingArgs(scale=args.damping_scale, absolute=args.damping_absolute)
-
-
 def _save_query_plan(out: Path, nats: np.ndarray, queries) -> None:
     files = ScoreFiles(out)
     np.save(files.query_nats, nats)
@@ -470,15 +435,15 @@ def _check_query_memory(name: str, shapes, args: ScoresArgs, seq: int, layout) -
     """Log the query preparation's per-device estimate for its largest group of layers; refuse,
     with the numbers, one the device cannot hold (not checked on CPU), naming the query batch
     size or the number of query layer groups that would fit."""
-    q = args.queries
+    q = args.query_grads
     work = planning.Workload(seq=seq, rank=q.rank, svd=q.svd, oversample=q.oversample)
     chunk = round_up(q.batch_size, layout.data)
     group, memory = planning.largest_group("queries", shapes, q.layer_groups, work, layout, chunk)
     of_groups = f" (the largest of {q.layer_groups} layer groups)" if q.layer_groups > 1 else ""
     logging.info("scores %s: %s%s", name, memory.summary(), of_groups)
     device = planning.device_memory_bytes()
-    settings = ("config.scores.query_batch_size", "config.scores.query_layer_groups")
-    planning.check_groups(memory, group, shapes, q.layer_groups, work, layout, device, settings)
+    knobs = ("config.scores.query_grads.batch_size", "config.scores.query_grads.layer_groups")
+    planning.check_groups(memory, group, shapes, q.layer_groups, work, layout, device, knobs)
 
 
 def _check_memory(name: str, shapes, plan, args: ScoresArgs, seq: int, layout) -> None:
@@ -492,7 +457,7 @@ def _check_memory(name: str, shapes, plan, args: ScoresArgs, seq: int, layout) -
     work = planning.Workload(
         seq=seq,
         queries=next(iter(plan.values())).shape[0],
-        rank=args.queries.rank,
+        rank=args.query_grads.rank,
         contraction=args.scoring.contraction,
         max_dense_plan_bytes=args.scoring.max_dense_plan_bytes,
         self_influence=args.scoring.self_influence,
@@ -500,7 +465,7 @@ def _check_memory(name: str, shapes, plan, args: ScoresArgs, seq: int, layout) -
     memory = planning.estimate("scores", shapes, work, layout, args.scoring.batch_size, choices)
     logging.info("scores %s: %s", name, memory.summary())
     device = planning.device_memory_bytes()
-    setting = "config.scores.batch_size"
+    setting = "config.scores.scoring.batch_size"
     planning.check_stage(memory, shapes, work, layout, device, setting, choices)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
+from infljax.config import free
 from infljax.curvature import DampingArgs, Factors, precondition
 from infljax.data.batches import real_rows, row_batches
 from infljax.data.corpus import TokenizedCorpus
@@ -83,17 +84,17 @@ class ScoreArgs:
       self_influence: also compute ⟨IHVP(∇L_m), ∇L_m⟩ per document (forms G_m and
         preconditions it: about one extra IHVP per document).
       partitions: contiguous document ranges written separately (resume granularity).
-      max_dense_plan_bytes: with contraction="auto", dense layers are switched to the low-rank
-        contraction (widest first) until the dense query plan fits in this many bytes
+      max_dense_plan_gib: with contraction="auto", dense layers are switched to the low-rank
+        contraction (widest first) until the dense query plan fits in this many GiB
         (0 = no limit). A 100M-parameter model at Q=100 would otherwise hold ~22 GB of dense
         query gradients.
     """
 
-    batch_size: int = 32
+    batch_size: int = free(32)
     contraction: str = "auto"
     self_influence: bool = False
     partitions: int = 1
-    max_dense_plan_bytes: int = 4 * 2**30
+    max_dense_plan_gib: float = 4.0
 
     def __post_init__(self):
         if self.batch_size < 1 or self.partitions < 1:
@@ -102,6 +103,10 @@ class ScoreArgs:
             raise ValueError(
                 f"ScoreArgs.contraction={self.contraction!r}; valid: {contraction.CONTRACTIONS}"
             )
+
+    @property
+    def max_dense_plan_bytes(self) -> int:
+        return int(self.max_dense_plan_gib * 2**30)
 
 
 def make_plan(

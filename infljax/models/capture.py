@@ -44,13 +44,18 @@ class LayerIO:
     g: jax.Array
 
 
-def layer_paths(model: nnx.Module) -> list[str]:
-    """Module paths of every `TrackedLinear` in the model, in definition order."""
-    return [
-        ".".join(str(p) for p in path)
+def tracked_modules(model: nnx.Module) -> dict[str, TrackedLinear]:
+    """Every `TrackedLinear` of the model by its dotted module path, in definition order."""
+    return {
+        ".".join(str(p) for p in path): module
         for path, module in nnx.iter_modules(model)
         if isinstance(module, TrackedLinear)
-    ]
+    }
+
+
+def layer_paths(model: nnx.Module) -> list[str]:
+    """Module paths of every `TrackedLinear` in the model, in definition order."""
+    return list(tracked_modules(model))
 
 
 def select_layers(model: nnx.Module, patterns: Sequence[str] = DEFAULT_LAYERS) -> tuple[str, ...]:
@@ -87,20 +92,21 @@ def at_path(tree, path: str | tuple):
 
 
 def layer_module(model: nnx.Module, path: str) -> TrackedLinear:
-    for p, module in nnx.iter_modules(model):
-        if ".".join(str(x) for x in p) == path:
-            return module
-    raise KeyError(f"no module at {path!r}")
+    """The tracked layer at dotted `path`."""
+    modules = tracked_modules(model)
+    if path not in modules:
+        raise KeyError(f"no tracked layer at {path!r}")
+    return modules[path]
 
 
 def layer_shapes(model: nnx.Module, layers: Sequence[str]) -> dict[str, tuple[int, int]]:
     """{path: (d_out, d_in)} of each layer's gradient; d_in counts the bias coordinate. The
     model may be abstract (`nnx.eval_shape`)."""
+    modules = tracked_modules(model)
     shapes = {}
     for path in layers:
-        module = layer_module(model, path)
-        d_in, d_out = module.kernel.shape
-        shapes[path] = (d_out, d_in + (module.bias is not None))
+        d_in, d_out = modules[path].kernel.shape
+        shapes[path] = (d_out, d_in + (modules[path].bias is not None))
     return shapes
 
 

@@ -11,7 +11,7 @@ reasoning_control, jsonl; a family of your own is ``"package.module:Class"`` or
 """
 
 from infljax.queries import controls, factual, files, tasks  # noqa: F401  (register built-ins)
-from infljax.queries.completions import CompletionArgs, generate_completions
+from infljax.queries.completions import CompletionArgs, QueriesArgs, generate_completions
 from infljax.queries.grading import Grade, grade_completion, grade_number, grade_text
 from infljax.queries.records import (
     Query,
@@ -36,7 +36,8 @@ from infljax.queries.registry import (
 
 __all__ = [
     "CompletionArgs", "Family", "FamilyError", "FamilySpec", "Grade", "Query", "QueryFamily",
-    "QueryFileError", "Relevant", "build_families", "family_class", "generate_completions",
+    "QueriesArgs", "QueryFileError", "Relevant", "build_families", "family_class",
+    "generate_completions",
     "generate_queries", "grade_completion", "grade_number", "grade_text", "make_family",
     "query_from_json", "read_queries_jsonl", "register", "registered_families",
     "write_queries_jsonl",

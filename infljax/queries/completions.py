@@ -19,7 +19,7 @@ from infljax.data.tokenization import TokenizerInfo, text_only, tokenizer_info
 from infljax.models.generate import GenerateArgs, greedy_generate
 from infljax.queries.grading import Grade, grade_completion
 from infljax.queries.records import Query
-from infljax.queries.registry import Family, QueryFamily
+from infljax.queries.registry import Family, FamilySpec, QueryFamily
 
 MODES = ("template", "generated")
 
@@ -51,6 +51,21 @@ class CompletionArgs:
     @property
     def generate_args(self) -> GenerateArgs:
         return GenerateArgs(self.max_new_tokens, self.batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class QueriesArgs:
+    """``config.queries``: the query mix. seed: of every family's draws; families: label ->
+    ``{"type": ..., "count": ..., **params}`` (`FamilySpec.from_config`); completions: how the
+    completions are written."""
+
+    seed: int = 0
+    families: dict[str, dict] = dataclasses.field(default_factory=dict)
+    completions: CompletionArgs = CompletionArgs()
+
+    @property
+    def specs(self) -> list[FamilySpec]:
+        return [FamilySpec.from_config(k, v) for k, v in self.families.items()]
 
 
 def generate_completions(

@@ -24,6 +24,7 @@ from infljax.analysis.report import figure_name, pair_figure_name
 from infljax.analysis.study import AnalysisArgs, ModelAnalysis, analyse_model
 from infljax.analysis.summary import baseline_summary, overlap_summary, study_summary
 from infljax.checkpoints import begin_stage, finish_stage
+from infljax.config import read_split, section, settings
 from infljax.workdir import (
     ScoreFiles,
     analysis_dir,
@@ -36,30 +37,24 @@ from infljax.workdir import (
     write_json,
 )
 
-_ARG_FIELDS = tuple(f.name for f in dataclasses.fields(AnalysisArgs))
-_STAGE_FIELDS = ("models",)  # read by the stage itself
+
+@dataclasses.dataclass(frozen=True)
+class AnalysedModels:
+    """models: the models analysed (empty: every model of ``config.models``)."""
+
+    models: tuple[str, ...] = ()
 
 
-def analysis_args(section: ConfigDict | None) -> AnalysisArgs:
-    """The typed arguments of ``config.analysis`` (defaults when the config has no section)."""
-    if section is None:
-        return AnalysisArgs()
-    values = section.to_dict()
-    unknown = sorted(set(values) - set(_ARG_FIELDS) - set(_STAGE_FIELDS))
-    if unknown:
-        raise ValueError(
-            f"config.analysis has unknown fields {unknown}; valid: {_ARG_FIELDS + _STAGE_FIELDS}"
-        )
-    return AnalysisArgs(**{k: v for k, v in values.items() if k in _ARG_FIELDS})
+def stage_args(config: ConfigDict) -> tuple[AnalysisArgs, AnalysedModels]:
+    """``config.analysis`` (absent: the defaults), typed."""
+    return read_split(section(config, "analysis"), (AnalysisArgs, AnalysedModels), "analysis")
 
 
 def model_names(config: ConfigDict, workdir: Path) -> list[str]:
     """The models to analyse (``config.analysis.models``, else every model of the config),
     smaller first by ``metrics.json``'s parameter count, so that pairs read "small vs large"
     (the study's 7B vs 35B) and magnitude ratios are larger ÷ smaller."""
-    section = config.get("analysis")
-    chosen = list(section.get("models", ()) or ()) if section is not None else []
-    names = chosen or list(config.models.keys())
+    names = list(stage_args(config)[1].models) or list(config.models.keys())
     unknown = [n for n in names if n not in config.models]
     if unknown:
         raise ValueError(
@@ -100,11 +95,11 @@ def _baselines(workdir: Path, influence: ModelAnalysis, table, args: AnalysisArg
 
 def check(config: ConfigDict) -> None:
     """The stage's typed arguments (raises on an invalid value)."""
-    analysis_args(config.get("analysis"))
+    stage_args(config)
 
 
 def run(config: ConfigDict, workdir: Path) -> None:
-    args = analysis_args(config.get("analysis"))
+    args, _ = stage_args(config)
     names = model_names(config, workdir)
     out = analysis_dir(workdir)
     record = {
@@ -115,7 +110,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
     inputs["queries"] = queries_path(workdir)
     inputs |= {f"scores/{n}": scores_dir(workdir, n) for n in names}
     inputs |= {f"baselines/{n}/{d.name}": d for n in names for d in _baseline_dirs(workdir, n)}
-    if begin_stage(out, record, inputs=inputs, overwrite=config.overwrite, resumes=False):
+    if begin_stage(out, record, inputs=inputs, overwrite=settings(config).overwrite, resumes=False):
         logging.info("analysis: up to date in %s", out)
         return
     start = time.perf_counter()

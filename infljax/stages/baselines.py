@@ -24,7 +24,7 @@ The analyses rank by score ÷ doc_grad_norm when normalising. For ``tfidf``, ``r
 ``grad_cosine`` (already normalised) ``doc_grad_norms.npy`` is therefore all ones, so they are
 ranked by their own scores; ``grad_dot`` keeps the real gradient norms, like EK-FAC.
 
-Config (optional; absent = defaults): ``config.baselines.methods`` and ``config.baselines.seed``.
+Config (optional; absent = defaults): ``config.baselines`` (`BaselineArgs`).
 """
 
 from __future__ import annotations
@@ -40,12 +40,13 @@ from absl import logging
 from ml_collections import ConfigDict
 
 from infljax.checkpoints import begin_stage, finish_stage
+from infljax.config import placement, read, section, settings
 from infljax.data.corpus import load_corpus
 from infljax.data.tokenization import load_tokenizer
-from infljax.distributed import MeshArgs, make_placement
 from infljax.influence import baselines, query_grads
 from infljax.influence.measurement import QueryText, read_query_records
 from infljax.influence.run import ModelInputs, ScoresArgs, ScoringRun
+from infljax.models.spec import model_specs
 from infljax.multihost import on_main
 from infljax.validation import methods
 from infljax.workdir import (
@@ -78,18 +79,11 @@ class BaselineArgs:
         if unknown or not self.methods:
             raise ValueError(f"baselines.methods={self.methods!r}: choose from {METHODS}")
 
-    @classmethod
-    def from_config(cls, section: ConfigDict | None) -> BaselineArgs:
-        if section is None:
-            return cls()
-        return cls(**{k: tuple(v) if k == "methods" else v for k, v in section.to_dict().items()})
-
 
 def checkpoint_weights(config: ConfigDict, name: str) -> dict[str, float]:
     """`config.models.<name>.checkpoints` ({model: weight}; {} when absent), checked: every
     key is a model of the config, every weight finite and >= 0, some weight > 0."""
-    section = config.models[name].get("checkpoints")
-    weights = {str(k): float(v) for k, v in (section.to_dict() if section else {}).items()}
+    weights = model_specs(config)[name].checkpoints
     unknown = [m for m in weights if m not in config.models]
     if unknown:
         raise ValueError(
@@ -103,18 +97,23 @@ def checkpoint_weights(config: ConfigDict, name: str) -> dict[str, float]:
     return weights
 
 
+def stage_args(config: ConfigDict) -> BaselineArgs:
+    """``config.baselines`` (absent: the defaults), typed."""
+    return read(BaselineArgs, section(config, "baselines"), "baselines")
+
+
 def check(config: ConfigDict) -> None:
-    BaselineArgs.from_config(config.get("baselines"))
+    stage_args(config)
     for name in config.models:
         checkpoint_weights(config, name)
 
 
 def run(config: ConfigDict, workdir: Path) -> None:
-    args = BaselineArgs.from_config(config.get("baselines"))
+    args, overwrite = stage_args(config), settings(config).overwrite
     corpus = load_corpus(corpus_dir(workdir))
     for name in config.models:
         if weights := checkpoint_weights(config, name):
-            on_main(_checkpoint_sum, workdir, name, weights, config.overwrite)
+            on_main(_checkpoint_sum, workdir, name, weights, overwrite)
         if any(m in GRADIENT_METHODS for m in args.methods):
             _scoring_baseline(config, workdir, name, corpus, "grad_dot")
             _gradient_cosine(config, workdir, name)
@@ -126,9 +125,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
         docs = [d.text for d in corpus.documents]
         record = {}  # the rows and corpus are recorded by where they were read (`_write`)
         # process 0 computes and writes the host baselines (with one process: just runs)
-        write = functools.partial(
-            on_main, _write, workdir, name, (source[0], records), config.overwrite
-        )
+        write = functools.partial(on_main, _write, workdir, name, (source[0], records), overwrite)
         if "tfidf" in args.methods:
             fn = functools.partial(baselines.tfidf_scores, texts, docs, args.sublinear_tf)
             write("tfidf", fn, record | {"sublinear_tf": args.sublinear_tf})
@@ -153,9 +150,8 @@ def _scoring_baseline(config: ConfigDict, workdir: Path, name: str, corpus, meth
     )
     tokenizer = load_tokenizer(tokenizer_path(workdir))
     inputs = ModelInputs.of_workdir(workdir, name, corpus, tokenizer)
-    placement = make_placement(MeshArgs(**config.mesh.to_dict()))
     out = baselines_dir(workdir, name, method)
-    ScoringRun(name, inputs, args, placement, out, config.overwrite).run()
+    ScoringRun(name, inputs, args, placement(config), out, settings(config).overwrite).run()
 
 
 def _gradient_cosine(config: ConfigDict, workdir: Path, name: str) -> None:
@@ -169,7 +165,8 @@ def _gradient_cosine(config: ConfigDict, workdir: Path, name: str) -> None:
     rows = read_query_records(dot.queries)
     record = {}  # grad_dot's directory is recorded by its run (`_write`)
     source = (dot.query_nats, rows)
-    on_main(_write, workdir, name, source, config.overwrite, "grad_cosine", cosine, record)
+    overwrite = settings(config).overwrite
+    on_main(_write, workdir, name, source, overwrite, "grad_cosine", cosine, record)
 
 
 def _checkpoint_sum(workdir: Path, name: str, weights: dict[str, float], overwrite: bool) -> None:

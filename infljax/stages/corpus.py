@@ -16,7 +16,14 @@ from absl import logging
 from ml_collections import ConfigDict
 
 from infljax.checkpoints import begin_stage, finish_stage
-from infljax.data.corpus import TokenizeArgs, corpus_stats, save_corpus, tokenize_corpus
+from infljax.config import recorded, settings
+from infljax.data.corpus import (
+    CorpusSource,
+    corpus_args,
+    corpus_stats,
+    save_corpus,
+    tokenize_corpus,
+)
 from infljax.data.readers import BadRecord, CorpusError, read_corpus
 from infljax.data.tokenization import (
     Tokenizer,
@@ -37,8 +44,8 @@ from infljax.workdir import (
 )
 
 
-def _input_path(config: ConfigDict, workdir: Path) -> Path:
-    return Path(config.corpus.path) if config.corpus.path else world_dir(workdir) / "corpus.jsonl"
+def _input_path(source: CorpusSource, workdir: Path) -> Path:
+    return Path(source.path) if source.path else world_dir(workdir) / "corpus.jsonl"
 
 
 BAD_RECORDS_FILE = "bad_records.jsonl"
@@ -63,41 +70,39 @@ def _refuse_empty(source: Path, bad: list[BadRecord], out: Path, when: str) -> N
     raise CorpusError(f"corpus {source}: 0 documents {when}; {detail}")
 
 
-def conventions(tokenizer: Tokenizer, section: ConfigDict) -> TokenizerInfo:
-    """The special ids and the BOS/EOS wrapping of the corpus `section`: as configured, else
-    BOS and EOS for a tokenizer trained here, else what the loaded tokenizer adds itself."""
-    own = (True, True) if section.tokenizer.train else wrapping(tokenizer)
-    add_bos, add_eos = (own[i] if v is None else bool(v) for i, v in
-                        enumerate((section.get("add_bos"), section.get("add_eos"))))  # fmt: skip
-    names = {k: section.tokenizer.get(k) or None for k in ("bos_token", "eos_token", "pad_token")}
+def conventions(tokenizer: Tokenizer, corpus: CorpusSource) -> TokenizerInfo:
+    """The special ids and the BOS/EOS wrapping of the `corpus`: as configured, else BOS and
+    EOS for a tokenizer trained here, else what the loaded tokenizer adds itself."""
+    own = (True, True) if corpus.tokenizer.train else wrapping(tokenizer)
+    add_bos, add_eos = (own[i] if v is None else bool(v)
+                        for i, v in enumerate((corpus.add_bos, corpus.add_eos)))  # fmt: skip
+    t = corpus.tokenizer
+    names = {"bos_token": t.bos_token, "eos_token": t.eos_token, "pad_token": t.pad_token}
+    names = {k: v or None for k, v in names.items()}
     return tokenizer_info(tokenizer, **names, add_bos=add_bos, add_eos=add_eos)
-
-
-def _tokenize_args(config: ConfigDict) -> TokenizeArgs:
-    return TokenizeArgs(
-        max_length=config.corpus.max_length,
-        packing=config.corpus.packing,
-        on_bad=config.corpus.on_bad,
-    )
 
 
 def check(config: ConfigDict) -> None:
     """The stage's typed arguments (raises on an invalid value)."""
-    _tokenize_args(config)
+    corpus_args(config.corpus)
 
 
 def run(config: ConfigDict, workdir: Path) -> None:
     out = corpus_dir(workdir)
-    source = _input_path(config, workdir)
-    args = {"input": stored_path(source, workdir), "corpus": config.corpus.to_dict()}
+    tokenize, corpus_source = corpus_args(config.corpus)
+    source = _input_path(corpus_source, workdir)
+    recorded_corpus = recorded(tokenize) | recorded(corpus_source)
+    args = {"input": stored_path(source, workdir), "corpus": recorded_corpus}
     inputs = {"source": source}
-    if not config.corpus.tokenizer.train:
-        inputs["tokenizer"] = config.corpus.tokenizer.path
-    if begin_stage(out, args, inputs=inputs, overwrite=config.overwrite, resumes=False):
+    tok_cfg = corpus_source.tokenizer
+    if not tok_cfg.train:
+        inputs["tokenizer"] = tok_cfg.path
+    overwrite = settings(config).overwrite
+    if begin_stage(out, args, inputs=inputs, overwrite=overwrite, resumes=False):
         logging.info("corpus: up to date in %s", out)
         return
     start = time.perf_counter()
-    read = read_corpus(source, on_bad=config.corpus.on_bad)
+    read = read_corpus(source, on_bad=tokenize.on_bad)
     if read.bad:
         shown = [str(b) for b in read.bad[:SHOWN]]
         logging.warning(
@@ -106,15 +111,14 @@ def run(config: ConfigDict, workdir: Path) -> None:
         )  # fmt: skip
     if not read.records:
         _refuse_empty(source, read.bad, out, "after reading")
-    tok_cfg = config.corpus.tokenizer
     if tok_cfg.train:
         tokenizer = train_bpe((r.text for r in read.records), vocab_size=tok_cfg.vocab_size)
     else:
         tokenizer = load_tokenizer(tok_cfg.path)
     save_tokenizer(tokenizer, tokenizer_path(workdir))
-    info = conventions(tokenizer, config.corpus)
+    info = conventions(tokenizer, corpus_source)
     write_json(tokenizer_info_path(workdir), info.to_json())
-    corpus, bad = tokenize_corpus(read.records, tokenizer, _tokenize_args(config), info)
+    corpus, bad = tokenize_corpus(read.records, tokenizer, tokenize, info)
     if bad:
         logging.warning(
             "corpus: %d records empty after tokenisation (in %s)", len(bad), out / BAD_RECORDS_FILE
@@ -124,7 +128,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
     if corpus.truncated:
         logging.warning(
             "corpus: %d documents longer than max_length=%d were truncated (they lack EOS): %s%s",
-            len(corpus.truncated), config.corpus.max_length,
+            len(corpus.truncated), tokenize.max_length,
             ", ".join(f"{d!r} ({n} tokens)" for d, n in corpus.truncated[:SHOWN]),
             " ..." if len(corpus.truncated) > SHOWN else "",
         )  # fmt: skip

@@ -13,7 +13,8 @@ import jax
 from absl import logging
 from ml_collections import ConfigDict
 
-from infljax.curvature.fit import FactorFit, FitPlan, check_batch
+from infljax.config import mesh_args, settings
+from infljax.curvature.fit import FactorFit, FactorLayers, FitPlan, check_batch, factors_section
 from infljax.curvature.passes import FactorArgs
 from infljax.data.corpus import load_corpus
 from infljax.distributed import MeshArgs, make_placement
@@ -22,19 +23,13 @@ from infljax.models.io import CONFIG_FILE, load_model
 from infljax.workdir import corpus_dir, factors_dir, model_dir, recorded_args
 
 
-def stage_args(config: ConfigDict) -> tuple[FactorArgs, FitPlan, MeshArgs]:
-    """The stage's typed arguments (checked: also the batch against the devices)."""
-    section = config.factors
-    args = FactorArgs(fisher=section.fisher, seed=section.seed, lambda_chunk=section.lambda_chunk)
-    mesh_args = MeshArgs(**config.mesh.to_dict())
-    plan = FitPlan(
-        num_documents=section.num_documents,
-        batch_size=section.batch_size,
-        partitions=section.partitions,
-        layer_groups=section.layer_groups,
-    )
-    check_batch(plan, mesh_args.data_size(jax.device_count()))
-    return args, plan, mesh_args
+def stage_args(config: ConfigDict) -> tuple[FactorArgs, FitPlan, FactorLayers, MeshArgs]:
+    """``config.factors`` (the passes' arguments, the plan, the layers) and ``config.mesh``,
+    typed and checked: also the batch against the devices."""
+    args, plan, tracked = factors_section(config.factors)
+    mesh = mesh_args(config)
+    check_batch(plan, mesh.data_size(jax.device_count()))
+    return args, plan, tracked, mesh
 
 
 def check(config: ConfigDict) -> None:
@@ -43,9 +38,10 @@ def check(config: ConfigDict) -> None:
 
 
 def run(config: ConfigDict, workdir: Path) -> None:
-    args, plan, mesh_args = stage_args(config)
+    args, plan, tracked, mesh = stage_args(config)
+    dtype = settings(config).param_dtype
     corpus = load_corpus(corpus_dir(workdir))
-    placement = make_placement(mesh_args)
+    placement = make_placement(mesh)
     for name in config.models:
         directory = model_dir(workdir, name)
         if not (directory / CONFIG_FILE).exists():
@@ -53,9 +49,8 @@ def run(config: ConfigDict, workdir: Path) -> None:
                 "factors %s: no trained model in %s (run pretrain); skipped", name, directory
             )
             continue
-        dtype = config.get("param_dtype", "")
         model = load_model(directory, dtype or None)
-        layers = select_layers(model, tuple(config.factors.layers))
+        layers = select_layers(model, tracked.layers)
         FactorFit(
             name,
             model,
@@ -65,7 +60,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
             args,
             placement,
             factors_dir(workdir, name),
-            overwrite=config.overwrite,
+            overwrite=settings(config).overwrite,
             model_record=model_record(directory) | ({"param_dtype": dtype} if dtype else {}),
             inputs={"model": directory, "corpus": corpus_dir(workdir)},
         ).run()

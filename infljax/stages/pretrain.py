@@ -23,60 +23,56 @@ from tqdm import tqdm
 
 from infljax import training
 from infljax.checkpoints import begin_stage, finish_stage
+from infljax.config import mesh_args, settings
 from infljax.data.corpus import TokenizedCorpus, corpus_stats, load_corpus
 from infljax.data.tokenization import load_tokenizer
-from infljax.distributed import MeshArgs, make_mesh, replicate, shard_batch
-from infljax.models.convert import ConvertArgs, check_corpus_fits, convert_checkpoint
+from infljax.distributed import make_mesh, replicate, shard_batch
+from infljax.models.convert import check_corpus_fits, convert_checkpoint
 from infljax.models.decoder import Decoder, DecoderConfig, num_params
 from infljax.models.io import save_model
 from infljax.models.losses import Batch
+from infljax.models.spec import ModelSpec, model_specs
 from infljax.multihost import is_main, on_main, process_count
 from infljax.workdir import corpus_dir, model_dir, tokenizer_path, write_json
 
 
-def decoder_config(model_section: ConfigDict, corpus: TokenizedCorpus, vocab: int) -> DecoderConfig:
-    return DecoderConfig(vocab_size=vocab, max_length=corpus.tokens.shape[1], **model_section)
+def decoder_config(model: dict, corpus: TokenizedCorpus, vocab: int) -> DecoderConfig:
+    """A `ModelSpec.model` as the decoder trained on `corpus` (its context, `vocab` ids)."""
+    return DecoderConfig(vocab_size=vocab, max_length=corpus.tokens.shape[1], **model)
 
 
 def check(config: ConfigDict) -> None:
-    for name, section in config.models.items():
-        if section.get("checkpoint"):
-            ConvertArgs(**(section.convert.to_dict() if section.get("convert") else {}))
-        else:
-            try:
-                training.TrainArgs(**section.train.to_dict())
-            except (TypeError, ValueError) as error:
-                raise ValueError(f"models.{name}.train: {error}") from None
+    """Every model's typed spec (raises on an invalid value)."""
+    model_specs(config)
 
 
 def run(config: ConfigDict, workdir: Path) -> None:
     corpus = load_corpus(corpus_dir(workdir))
     vocab = int(_read_vocab_size(workdir))
-    mesh = make_mesh(MeshArgs(**config.mesh.to_dict()))
-    for name, section in config.models.items():
-        if section.get("checkpoint"):
-            convert_model(name, section, corpus, mesh, model_dir(workdir, name), config.overwrite)
-            continue
-        cfg = decoder_config(section.model.to_dict(), corpus, vocab)
-        args = training.TrainArgs(**section.train.to_dict())
+    mesh = make_mesh(mesh_args(config))
+    overwrite = settings(config).overwrite
+    for name, spec in model_specs(config).items():
         out = model_dir(workdir, name)
+        if not spec.trained:
+            convert_model(name, spec, corpus, mesh, out, overwrite)
+            continue
+        cfg = decoder_config(spec.model, corpus, vocab)
         inputs = {"corpus": corpus_dir(workdir)}
-        train_model(name, cfg, args, corpus, mesh, out, config.overwrite, inputs=inputs)
+        train_model(name, cfg, spec.train, corpus, mesh, out, overwrite, inputs=inputs)
 
 
-def convert_model(name, section, corpus, mesh, out: Path, overwrite: bool) -> None:
-    """Convert the section's HF `checkpoint` into `out` (checked against the corpus first)."""
+def convert_model(name: str, spec: ModelSpec, corpus, mesh, out: Path, overwrite: bool) -> None:
+    """Convert the spec's HF `checkpoint` into `out` (checked against the corpus first)."""
     if process_count() > 1:
         raise ValueError(
             f"pretrain {name}: converting a checkpoint runs in one process; run "
             "--stages=pretrain without the multi-process flags first (the conversion is done "
             "once), then the other stages on several processes"
         )
-    args = ConvertArgs(**(section.convert.to_dict() if section.get("convert") else {}))
-    check_corpus_fits(section.checkpoint, args, corpus.tokens)
-    done = convert_checkpoint(section.checkpoint, out, args, mesh, overwrite=overwrite)
+    check_corpus_fits(spec.checkpoint, spec.convert, corpus.tokens)
+    done = convert_checkpoint(spec.checkpoint, out, spec.convert, mesh, overwrite=overwrite)
     what = "converted into" if done else "conversion up to date in"
-    logging.info("pretrain %s: %s %s %s", name, section.checkpoint, what, out)
+    logging.info("pretrain %s: %s %s %s", name, spec.checkpoint, what, out)
 
 
 def _read_vocab_size(workdir: Path) -> int:

@@ -20,6 +20,8 @@ from absl import logging
 from ml_collections import ConfigDict
 
 from infljax.checkpoints import begin_stage, finish_stage
+from infljax.config import read, section, settings
+from infljax.data.corpus import corpus_args
 from infljax.data.tokenization import (
     TokenizerInfo,
     load_tokenizer,
@@ -27,10 +29,11 @@ from infljax.data.tokenization import (
     text_only,
 )
 from infljax.data.world import World, read_world_json
+from infljax.influence.measurement import MeasurementArgs
 from infljax.models.io import load_model, read_model_config
 from infljax.queries import (
     CompletionArgs,
-    FamilySpec,
+    QueriesArgs,
     Query,
     build_families,
     generate_completions,
@@ -49,26 +52,29 @@ from infljax.workdir import (
 )
 
 
+def stage_args(config: ConfigDict) -> QueriesArgs:
+    """``config.queries``, typed."""
+    return read(QueriesArgs, config.queries, "queries")
+
+
 def check(config: ConfigDict) -> None:
-    section = config.queries
-    build_families([FamilySpec.from_config(k, v) for k, v in section.families.to_dict().items()])
-    CompletionArgs(**section.completions.to_dict())
+    build_families(stage_args(config).specs)
 
 
 def run(config: ConfigDict, workdir: Path) -> None:
-    section = config.queries
-    specs = [FamilySpec.from_config(k, v) for k, v in section.families.to_dict().items()]
-    completions = CompletionArgs(**section.completions.to_dict())
+    args = stage_args(config)
+    specs, completions = args.specs, args.completions
     names = _model_names(config, completions)
     world = _read_world(workdir)
     out = queries_dir(workdir)
     record = _stage_record(config, world is not None, completions, names)
     inputs = _inputs(workdir, specs, world is not None, completions, names)
-    done = begin_stage(out, record, inputs=inputs, overwrite=config.overwrite, resumes=False)
+    overwrite = settings(config).overwrite
+    done = begin_stage(out, record, inputs=inputs, overwrite=overwrite, resumes=False)
     if done and queries_path(workdir).is_file():
         logging.info("queries: up to date in %s", out)
         return
-    queries = generate_queries(specs, world, section.seed)
+    queries = generate_queries(specs, world, args.seed)
     if completions.mode == "generated":
         queries = _generate(config, workdir, queries, build_families(specs), completions, names)
     write_queries_jsonl(queries, out / "queries.jsonl")
@@ -129,7 +135,7 @@ def _tokenizer_file(config: ConfigDict, workdir: Path) -> Path | None:
     trained = tokenizer_path(workdir)
     if trained.is_file():
         return trained
-    given = config.corpus.tokenizer.get("path", "")
+    given = corpus_args(config.corpus)[1].tokenizer.path
     return Path(given) if given else None
 
 
@@ -142,12 +148,15 @@ def _generate(config, workdir, queries, families, completions, names) -> list[Qu
             "or set config.corpus.tokenizer.path"
         )
     tokenizer = load_tokenizer(tokenizer_file)
-    measurement = config.get("scores", {}).get("measurement", {})
-    template = measurement.get("chat_template", "")
+    scores = section(config, "scores")
+    measurement = read(
+        MeasurementArgs, scores.measurement if scores else None, "scores.measurement"
+    )
+    template = measurement.chat_template
     format_prompt = (lambda p: template.replace("{prompt}", p)) if template else None
     info = _info(workdir, tokenizer)
-    if measurement.get("add_bos") is not None:  # prompts as the scores stage measures them
-        info = dataclasses.replace(info, add_bos=bool(measurement.get("add_bos")))
+    if measurement.add_bos is not None:  # prompts as the scores stage measures them
+        info = dataclasses.replace(info, add_bos=measurement.add_bos)
     answered = []
     for name in names:
         directory = model_dir(workdir, name)

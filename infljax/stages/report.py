@@ -17,6 +17,7 @@ from ml_collections import ConfigDict
 
 from infljax.analysis.report import ReportInputs, render_report, validation_figure_name
 from infljax.checkpoints import begin_stage, finish_stage
+from infljax.config import settings
 from infljax.workdir import (
     analysis_dir,
     corpus_dir,
@@ -65,7 +66,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
     out = report_dir(workdir)
     inputs = {"analysis": analysis_dir(workdir), "queries": queries_dir(workdir)}
     inputs |= {f"validate/{d.name}": d for d in sorted((workdir / "validate").glob("*"))}
-    if begin_stage(out, {}, inputs=inputs, overwrite=config.overwrite, resumes=False):
+    if begin_stage(out, {}, inputs=inputs, overwrite=settings(config).overwrite, resumes=False):
         logging.info("report: up to date in %s", out / "index.html")
         return
     page = render_report(report_inputs(workdir))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
+from infljax.config import mesh_args, placement, settings
 from infljax.data.corpus import load_corpus
 from infljax.data.tokenization import load_tokenizer
-from infljax.distributed import MeshArgs, make_placement
 from infljax.influence.run import ModelInputs, ScoresArgs, ScoringRun
 from infljax.workdir import corpus_dir, scores_dir, tokenizer_path
 
@@ -20,14 +20,14 @@ from infljax.workdir import corpus_dir, scores_dir, tokenizer_path
 def check(config: ConfigDict) -> None:
     """The stage's typed arguments (raises on an invalid value)."""
     ScoresArgs.from_config(config)
-    MeshArgs(**config.mesh.to_dict())
+    mesh_args(config)
 
 
 def run(config: ConfigDict, workdir: Path) -> None:
-    args = ScoresArgs.from_config(config)
+    args, overwrite = ScoresArgs.from_config(config), settings(config).overwrite
     corpus = load_corpus(corpus_dir(workdir))
     tokenizer = load_tokenizer(tokenizer_path(workdir))
-    placement = make_placement(MeshArgs(**config.mesh.to_dict()))
+    placed = placement(config)
     for name in config.models:
         inputs = ModelInputs.of_workdir(workdir, name, corpus, tokenizer)
-        ScoringRun(name, inputs, args, placement, scores_dir(workdir, name), config.overwrite).run()
+        ScoringRun(name, inputs, args, placed, scores_dir(workdir, name), overwrite).run()

@@ -50,11 +50,11 @@ from infljax import training
 from infljax.analysis.families import query_kind
 from infljax.analysis.inputs import QueryRecord
 from infljax.checkpoints import begin_stage, fingerprint, finish_stage
-from infljax.curvature.passes import FactorArgs
-from infljax.curvature.strategies import DampingArgs
+from infljax.config import free, placement, read, recorded, section, settings
+from infljax.curvature.fit import factors_section
 from infljax.data.corpus import TokenizedCorpus, load_corpus
 from infljax.data.tokenization import load_tokenizer, read_tokenizer_info
-from infljax.distributed import MeshArgs, Placement, make_placement
+from infljax.distributed import Placement
 from infljax.influence.measurement import (
     QueryText,
     QueryTokens,
@@ -65,6 +65,7 @@ from infljax.influence.measurement import (
 from infljax.influence.model_scores import InfluenceArgs, influence_scores
 from infljax.influence.run import ScoresArgs
 from infljax.models.io import read_model_config
+from infljax.models.spec import model_specs
 from infljax.trees import take
 from infljax.validation import figures, lds, metagradient, methods, retrain
 from infljax.workdir import (
@@ -124,11 +125,11 @@ class ValidateArgs:
     fraction: float = 0.5
     seed: int = 0
     seeds: int = 2
-    models_per_call: int = 8
+    models_per_call: int = free(8)
     checkpoints: int = 3
     ensemble: int = 3
     metagradient_queries: int = 8
-    metagradient_chunk: int = 8
+    metagradient_chunk: int = free(8)
     bootstrap: int = 1000
     single_model_subsets: int = 50
     single_model_fraction: float = 0.95
@@ -164,31 +165,27 @@ class ValidateArgs:
             if getattr(self, name) < 0:
                 raise ValueError(f"validation.{name} must be >= 0, got {getattr(self, name)}")
 
-    @classmethod
-    def from_config(cls, section: ConfigDict) -> ValidateArgs:
-        raw = section.to_dict()
-        tuples = {"methods": str, "single_model_scales": float}
-        return cls(**{k: tuple(map(tuples[k], v)) if k in tuples else v for k, v in raw.items()})
-
-    def recorded(self) -> dict:
-        """The arguments the results depend on (not how the retrainings are grouped)."""
-        record = dataclasses.asdict(self)
-        del record["models_per_call"], record["metagradient_chunk"]
-        return record
-
 
 def check(config: ConfigDict) -> None:
     """The stage's typed arguments (raises on an invalid value)."""
-    ValidateArgs.from_config(config.validation)
+    _args(config)
+
+
+def _args(config: ConfigDict) -> ValidateArgs:
+    """``config.validation``, typed; its model must be one the pretrain stage trains."""
+    args = read(ValidateArgs, section(config, "validation"), "validation")
+    specs = model_specs(config)
+    if args.model not in specs or not specs[args.model].trained:
+        trained = [n for n, s in specs.items() if s.trained]
+        raise ValueError(
+            f"validation.model={args.model!r} must be one of the trained models {trained}"
+        )
+    return args
 
 
 def run(config: ConfigDict, workdir: Path) -> None:
-    args = ValidateArgs.from_config(config.validation)
+    args = _args(config)
     name = args.model
-    if name not in config.models or config.models[name].get("checkpoint"):
-        raise ValueError(
-            f"validation.model={name!r} must be one of the trained models {list(config.models)}"
-        )
     out = validate_dir(workdir, name)
     records = read_query_records(ScoreFiles(scores_dir(workdir, name)).queries)
     scores = {m: _method_scores(workdir, name, m, len(records)) for m in args.methods}
@@ -200,15 +197,14 @@ def run(config: ConfigDict, workdir: Path) -> None:
             "differentiable at nu = 0); set it (e.g. 1e-12) and retrain, or set "
             "validation.metagradient_queries=0"
         )
-    record = {"validation": args.recorded()}  # the model and scores: by their runs (inputs)
+    record = {"validation": recorded(args)}  # the model and scores: by their runs (inputs)
     inputs = {"model": model_dir(workdir, name), "corpus": corpus_dir(workdir)}
     inputs |= {m: _method_dir(workdir, name, m) for m in args.methods}
-    if begin_stage(out, record, inputs=inputs, overwrite=config.overwrite):
+    if begin_stage(out, record, inputs=inputs, overwrite=settings(config).overwrite):
         logging.info("validate %s: up to date in %s", name, out)
         return
     corpus = load_corpus(corpus_dir(workdir))
     tokens = _encode(workdir, config, records, corpus.max_length)
-    placement = make_placement(MeshArgs(**config.mesh.to_dict()))
     cache = _Cache(retrainings_dir(workdir, name), inputs, records)
     work = _Work(
         name, args, train_args, corpus, tokens, read_model_config(model_dir(workdir, name)), cache
@@ -222,7 +218,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
         for t in (args.single_model_scales if args.single_model_subsets else ())
     }
     retrain_seconds = time.perf_counter() - started
-    scores |= work.training_aware(out, _influence_args(config), placement)
+    scores |= work.training_aware(out, _influence_args(config), placement(config))
     summary = _summarize(args, records, scores, work, measured, single)
     summary["retraining"] = _throughput(work, retrain_seconds, model_dir(workdir, name))
     summary["retraining"]["folders"] = {k: stored_path(v, workdir) for k, v in cache.used.items()}
@@ -277,14 +273,14 @@ def _encode(workdir: Path, config: ConfigDict, records, max_length: int) -> Quer
 def _influence_args(config: ConfigDict) -> InfluenceArgs:
     """The scores stage's EK-FAC settings, for the models the validation trains itself."""
     s = ScoresArgs.from_config(config)
-    f = config.factors
+    factors, plan, _ = factors_section(config.factors)
     return InfluenceArgs(
         layers=s.layers,
         strategy="ekfac",
-        factors=FactorArgs(fisher=f.fisher, seed=f.seed, lambda_chunk=f.lambda_chunk),
-        fit_batch_size=f.batch_size,
-        damping=DampingArgs(scale=s.damping_scale, absolute=s.damping_absolute),
-        queries=s.queries,
+        factors=factors,
+        fit_batch_size=plan.batch_size,
+        damping=s.damping,
+        query_grads=s.query_grads,
         scoring=dataclasses.replace(s.scoring, self_influence=False),
     )
 

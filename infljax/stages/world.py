@@ -15,19 +15,25 @@ from absl import logging
 from ml_collections import ConfigDict
 
 from infljax.checkpoints import begin_stage, finish_stage
+from infljax.config import read, recorded, section, settings
+from infljax.data.corpus import corpus_args
 from infljax.data.world import WorldArgs, generate_world, write_corpus_jsonl, write_world_json
 from infljax.workdir import world_dir, write_json
 
 
+def check(config: ConfigDict) -> None:
+    """The stage's typed arguments (raises on an invalid value)."""
+    read(WorldArgs, section(config, "world"), "world")
+
+
 def run(config: ConfigDict, workdir: Path) -> None:
-    if config.corpus.path:
-        logging.info("world: skipped (config.corpus.path=%s)", config.corpus.path)
+    if path := corpus_args(config.corpus)[1].path:
+        logging.info("world: skipped (config.corpus.path=%s)", path)
         return
-    args = WorldArgs(**config.world.to_dict())
+    args = read(WorldArgs, section(config, "world"), "world")
     out = world_dir(workdir)
-    if begin_stage(
-        out, {"world": config.world.to_dict()}, overwrite=config.overwrite, resumes=False
-    ):
+    overwrite = settings(config).overwrite
+    if begin_stage(out, {"world": recorded(args)}, overwrite=overwrite, resumes=False):
         logging.info("world: up to date in %s", out)
         return
     start = time.perf_counter()

@@ -4,7 +4,7 @@ import pytest
 from ml_collections import ConfigDict
 
 from infljax.analysis.study import AnalysisArgs
-from infljax.stages.analysis import analysis_args
+from infljax.stages.analysis import stage_args
 from tests.analysis.conftest import demo_config
 
 
@@ -21,11 +21,11 @@ def test_bad_arguments_are_refused_with_the_field_name(field, value):
 @pytest.mark.parametrize("variant", ["", "smoke"])
 def test_demo_config_section_builds_valid_arguments(variant):
     config = demo_config(variant)
-    args = analysis_args(config.analysis)
+    args, _ = stage_args(config)
     assert args.normalise and args.source_ks == tuple(config.analysis.source_ks)
-    assert analysis_args(None) == AnalysisArgs()
+    assert stage_args(ConfigDict())[0] == AnalysisArgs()
 
 
 def test_unknown_config_fields_are_refused():
     with pytest.raises(ValueError, match="unknown fields \\['answr_k'\\]"):
-        analysis_args(ConfigDict({"answr_k": 5, "models": ()}))
+        stage_args(ConfigDict({"analysis": {"answr_k": 5, "models": ()}}))

@@ -14,21 +14,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from ml_collections import ConfigDict
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from infljax.curvature import FactorArgs, fit_factors
 from infljax.data.batches import row_batches
 from infljax.data.corpus import TokenizeArgs, tokenize_corpus
 from infljax.data.readers import Record
-from infljax.data.tokenization import TokenizerError, tokenizer_info, wrapping
+from infljax.data.tokenization import TokenizerArgs, TokenizerError, tokenizer_info, wrapping
 from infljax.distributed import Placement, make_mesh
 from infljax.influence.measurement import MeasurementArgs, QueryText, encode_queries
 from infljax.influence.model_scores import InfluenceArgs, influence_scores
 from infljax.influence.query_grads import QueryArgs
 from infljax.models.capture import select_layers
 from infljax.models.convert import ConvertArgs, load_hf
-from infljax.stages.corpus import conventions
+from infljax.stages.corpus import CorpusSource, conventions
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "hf"
 WORDS = [f"w{i}" for i in range(56)]  # + specials: within the fixtures' vocabulary of 64
@@ -55,9 +54,8 @@ LLAMA = ("llama_gqa_linear", ["<unk>", "<s>", "</s>"], "<s> $A")
 GPT2 = ("gpt2", ["<|endoftext|>"], None)
 
 
-def section(**corpus) -> ConfigDict:
-    tokens = {"train": False, "bos_token": "", "eos_token": "", "pad_token": ""}
-    return ConfigDict({"add_bos": None, "add_eos": None, "tokenizer": tokens} | corpus)
+def section(train: bool = False, **corpus) -> CorpusSource:
+    return CorpusSource(tokenizer=TokenizerArgs(train=train), **corpus)
 
 
 def test_the_default_follows_the_tokenizer():
@@ -71,8 +69,7 @@ def test_the_default_follows_the_tokenizer():
     assert (info.add_bos, info.add_eos) == (False, False)
     forced = conventions(gpt2, section(add_eos=True))
     assert forced.add_eos and forced.eos_id == 0  # <|endoftext|> ends documents when asked
-    trained = section()
-    trained.tokenizer.train = True
+    trained = section(train=True)
     assert conventions(llama, trained).add_eos  # a tokenizer trained here: BOS and EOS
 
 
@@ -161,7 +158,7 @@ def test_no_bos_no_eos_matches_an_independent_float64_reference(fixture):
     # Gradient dot products of queries measured without BOS against the documents.
     queries = [QueryText("q0", "w1 w2", "w3 w4"), QueryText("q1", "w5", "w6")]
     tokens = encode_queries(queries, tokenizer, info, 16)
-    influence = InfluenceArgs(tuple(layers), strategy="identity", queries=QueryArgs(rank=0))
+    influence = InfluenceArgs(tuple(layers), strategy="identity", query_grads=QueryArgs(rank=0))
     scores = influence_scores(model, corpus, tokens, influence, Placement(mesh))
     rows = [tokens.tokens[i, : tokens.lengths[i]] for i in range(2)]
     grads_q = reference_gradients(model, rows, tokens.prompt_lengths, layers)

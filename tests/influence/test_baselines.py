@@ -19,7 +19,7 @@ from infljax.influence import baselines
 from infljax.influence.measurement import QueryText
 from infljax.influence.query_grads import DenseQueries, LowRankQueries, load_queries
 from infljax.pipeline import run_stages
-from infljax.stages.analysis import analysis_args
+from infljax.stages.analysis import stage_args
 from infljax.stages.baselines import BaselineArgs
 from infljax.workdir import baselines_dir
 from tests.analysis.synthetic import synthetic_study, write_workdir
@@ -158,7 +158,7 @@ def test_stage_writes_score_directories_the_analyses_read(baseline_workdir):
         assert [q.id for q in scores.queries] == [q.id for q in influence.queries]
         np.testing.assert_array_equal(scores.query_nats, influence.query_nats)
         np.testing.assert_array_equal(scores.doc_grad_norms, 1.0)  # ranked by their own scores
-        assert analyse_model(scores, table, analysis_args(demo_config().analysis)).name == "small"
+        assert analyse_model(scores, table, stage_args(demo_config())[0]).name == "small"
     tfidf = np.load(baselines_dir(workdir, "small", "tfidf") / "scores.npy")
     texts = [q.prompt + q.completion for q in influence.queries]
     expected = baselines.tfidf_scores(texts, list(table.texts))
@@ -194,9 +194,7 @@ def test_gradient_baselines_on_the_smoke_pipeline(tmp_path):
         dot_dir, cos_dir = (baselines_dir(tmp_path, name, m) for m in ("grad_dot", "grad_cosine"))
         dot, norms = np.load(dot_dir / "scores.npy"), np.load(dot_dir / "doc_grad_norms.npy")
         cosine = np.load(cos_dir / "scores.npy")
-        assert json.loads((dot_dir / "args.json").read_text())["args"]["args"]["strategy"] == (
-            "identity"
-        )
+        assert json.loads((dot_dir / "args.json").read_text())["args"]["strategy"] == ("identity")
         assert cosine.shape == dot.shape and np.all(np.abs(cosine) <= 1 + 1e-5)
         # cosine · ‖∇m‖ / dot = 1 / ‖∇q‖, the norm of the stored identity query gradients; so
         # per query cosine ranks documents as dot / ‖∇m‖ does. Tolerance: a few float32
@@ -216,7 +214,7 @@ def test_analysis_and_report_show_the_baselines_next_to_influence(baseline_workd
     run_stages(demo_config(), workdir, only=["analysis", "report"])
     summary = json.loads((workdir / "analysis" / "summary.json").read_text())
     table = read_documents(workdir / "corpus", workdir / "world" / "world.json")
-    args = analysis_args(demo_config().analysis)
+    args = stage_args(demo_config())[0]
     for name in ("small", "large"):
         got = summary["models"][name]["baselines"]
         assert sorted(got) == ["random", "tfidf"]

@@ -62,7 +62,7 @@ SLOW = pytest.mark.slow  # builds a workdir, fits factors and scores three times
 ARGS = ScoresArgs(
     layers=(r"blocks\.\d+\.mlp\..*",),
     strategy="ekfac",
-    queries=QueryArgs(rank=2),
+    query_grads=QueryArgs(rank=2),
     scoring=ScoreArgs(batch_size=4, partitions=3, self_influence=True),
     rescore_top_k=2,
     per_token_top=2,

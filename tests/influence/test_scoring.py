@@ -199,11 +199,11 @@ def test_dense_plan_over_the_memory_budget_switches_the_widest_layers_to_low_ran
     small = query_grads.LowRankQueries(np.zeros((100, 256, 32)), np.zeros((100, 257, 32)))
     queries = {"big": big, "small": small}
     dense_big = 4 * 100 * 1024 * 257
-    unlimited = scoring.ScoreArgs(batch_size=8, max_dense_plan_bytes=0)
+    unlimited = scoring.ScoreArgs(batch_size=8, max_dense_plan_gib=0)
     assert scoring.make_plan(queries, unlimited, 512)[1] == {"big": "dense", "small": "dense"}
-    tight = scoring.ScoreArgs(batch_size=8, max_dense_plan_bytes=dense_big)
+    tight = scoring.ScoreArgs(batch_size=8, max_dense_plan_gib=dense_big / 2**30)
     assert scoring.make_plan(queries, tight, 512)[1] == {"big": "lowrank", "small": "dense"}
-    forced = scoring.ScoreArgs(batch_size=8, contraction="dense", max_dense_plan_bytes=1)
+    forced = scoring.ScoreArgs(batch_size=8, contraction="dense", max_dense_plan_gib=1 / 2**30)
     assert scoring.make_plan(queries, forced, 512)[1] == {"big": "dense", "small": "dense"}
 
 

@@ -3,6 +3,7 @@ breakdowns that sum, resume after interruption, skip and refusal."""
 
 import dataclasses
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -17,7 +18,7 @@ from infljax.influence.scoring import ScoreArgs
 from infljax.models.decoder import DecoderConfig
 from infljax.models.io import load_model
 from infljax.stages.pretrain import train_model
-from infljax.workdir import factors_dir, model_dir, scores_dir
+from infljax.workdir import ScoreFiles, factors_dir, model_dir, scores_dir
 from tests.influence.workdirs import write_corpus, write_factors
 
 pytestmark = pytest.mark.slow  # trains a model and fits factors (~20 s)
@@ -42,7 +43,7 @@ QUERIES = [
 ARGS = ScoresArgs(
     layers=(r"blocks\.\d+\.mlp\..*",),
     strategy="ekfac",
-    queries=QueryArgs(rank=2),
+    query_grads=QueryArgs(rank=2),
     scoring=ScoreArgs(batch_size=4, partitions=3, self_influence=True),
     rescore_top_k=2,
     per_token_top=2,
@@ -121,7 +122,7 @@ def test_top_k_full_rank_rescores_match_a_dense_run(scored, workdir, tmp_path):
     # A dense run without self-influence: the same compiled scoring step as the re-scoring.
     dense_args = dataclasses.replace(
         ARGS,
-        queries=QueryArgs(rank=0),
+        query_grads=QueryArgs(rank=0),
         scoring=dataclasses.replace(ARGS.scoring, self_influence=False),
         rescore_top_k=0,
         per_token_top=0,
@@ -152,9 +153,39 @@ def test_complete_outputs_are_skipped_and_changed_arguments_refused(scored):
     before = (out / "scores.npy").stat().st_mtime_ns
     ScoringRun("tiny", inputs, ARGS, Placement(mesh), out).run()
     assert (out / "scores.npy").stat().st_mtime_ns == before
-    changed = dataclasses.replace(ARGS, queries=QueryArgs(rank=3))
+    changed = dataclasses.replace(ARGS, query_grads=QueryArgs(rank=3))
     with pytest.raises(StageConflict, match=r"rank: 2 -> 3"):
         ScoringRun("tiny", inputs, changed, Placement(mesh), out).run()
+
+
+# ARGS's record as written before the typed config (87d215b): nested under "args", damping in
+# two fields, the query settings under "queries", the dense limit in bytes, the batch sizes kept
+OLD_RECORD = {"args": {
+    "damping_absolute": 0.0, "damping_scale": 0.1, "layers": [r"blocks\.\d+\.mlp\..*"],
+    "measurement": {"add_bos": None, "add_eos": False, "chat_template": "", "on_too_long": "error"},
+    "per_layer": True, "per_token_top": 2, "rescore_top_k": 2, "strategy": "ekfac",
+    "queries": {"batch_size": 16, "oversample": 8, "power_iterations": 2, "rank": 2, "seed": 0,
+                "svd": "exact"},
+    "scoring": {"batch_size": 4, "contraction": "auto", "max_dense_plan_bytes": 4294967296,
+                "partitions": 3, "self_influence": True},
+}}  # fmt: skip
+
+
+def test_a_record_of_the_older_layout_stays_up_to_date(scored, tmp_path):
+    """Score directories written before the typed config are upgraded, not recomputed (nor
+    refused): the record is rewritten in today's layout and the scores are kept."""
+    out, inputs = scored
+    copy = tmp_path / "tiny"
+    shutil.copytree(out, copy)
+    record = json.loads((copy / "args.json").read_text())
+    inputs_record = ("queries_sha256", "model", "factors", "corpus")  # no read_from: beside
+    old = OLD_RECORD | {k: v for k, v in record["args"].items() if k in inputs_record}
+    (copy / "args.json").write_text(json.dumps(record | {"args": old}))
+    assert ScoreFiles(copy).method() == "ekfac"  # readers take either layout
+    before = (copy / "scores.npy").stat().st_mtime_ns
+    ScoringRun("tiny", inputs, ARGS, Placement(make_mesh(devices=jax.devices()[:2])), copy).run()
+    assert (copy / "scores.npy").stat().st_mtime_ns == before
+    assert json.loads((copy / "args.json").read_text()) == record
 
 
 @pytest.mark.parametrize("placement, query_groups", [("replicated", 1), ("fsdp", 2)])
@@ -168,15 +199,15 @@ def test_bfloat16_mixed_precision_tracks_the_float64_scores(
     (Frobenius) and require the same top document for each query. Also with the parameters
     FSDP-split (gathered block by block) and the queries prepared in two groups of layers."""
     out, inputs = scored
-    queries = dataclasses.replace(ARGS.queries, layer_groups=query_groups)
-    args = dataclasses.replace(ARGS, param_dtype="bfloat16", queries=queries)
+    queries = dataclasses.replace(ARGS.query_grads, layer_groups=query_groups)
+    args = dataclasses.replace(ARGS, param_dtype="bfloat16", query_grads=queries)
     mesh = make_mesh(devices=jax.devices()[:2])
     ScoringRun("tiny", inputs, args, Placement(mesh, placement), tmp_path).run()
     full, mixed = (np.load(d / "scores.npy").astype(np.float64) for d in (out, tmp_path))
     error = np.linalg.norm(mixed - full) / np.linalg.norm(full)
     assert error < 10 * 2.0**-8, error
     np.testing.assert_array_equal(mixed.argmax(axis=1), full.argmax(axis=1))
-    record = json.loads((tmp_path / "args.json").read_text())["args"]["args"]
+    record = json.loads((tmp_path / "args.json").read_text())["args"]
     assert record["param_dtype"] == "bfloat16"
 
 
@@ -200,7 +231,9 @@ def test_query_preparation_memory_refusal_names_the_query_layer_groups_that_fit(
     )
     shapes = planning.ModelShapes.from_config(cfg)
     layout, seq = planning.Layout(data=1), 16
-    args = ScoresArgs(layers=(r"blocks\.\d+\.mlp\..*",), queries=QueryArgs(rank=4, batch_size=4))
+    args = ScoresArgs(
+        layers=(r"blocks\.\d+\.mlp\..*",), query_grads=QueryArgs(rank=4, batch_size=4)
+    )
     work = planning.Workload(seq=seq, rank=4)
 
     def needs(groups):
@@ -212,6 +245,6 @@ def test_query_preparation_memory_refusal_names_the_query_layer_groups_that_fit(
     with pytest.raises(planning.PlanError) as error:
         _check_query_memory("tiny", shapes, args, seq, layout)
     assert str(error.value).startswith("queries: needs")
-    assert str(error.value).endswith("; or config.scores.query_layer_groups=2 fits")
-    grouped = dataclasses.replace(args, queries=QueryArgs(rank=4, batch_size=4, layer_groups=2))
+    assert str(error.value).endswith("; or config.scores.query_grads.layer_groups=2 fits")
+    grouped = dataclasses.replace(args, query_grads=QueryArgs(rank=4, batch_size=4, layer_groups=2))
     _check_query_memory("tiny", shapes, grouped, seq, layout)

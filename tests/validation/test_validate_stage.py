@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from infljax import training
+from infljax.config import recorded
 from infljax.stages import validate
 from infljax.validation import lds, methods
 from infljax.workdir import baselines_dir, retrainings_dir, scores_dir, validate_dir
@@ -44,8 +45,8 @@ def test_bad_arguments_are_refused_with_the_valid_choices():
 
 
 def test_grouping_of_retrainings_is_not_part_of_the_record():
-    a = validate.ValidateArgs(models_per_call=2, metagradient_chunk=1).recorded()
-    assert a == validate.ValidateArgs(models_per_call=16).recorded()
+    a = recorded(validate.ValidateArgs(models_per_call=2, metagradient_chunk=1))
+    assert a == recorded(validate.ValidateArgs(models_per_call=16))
 
 
 def _run(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
