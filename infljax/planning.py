@@ -277,7 +277,7 @@ def plan_choices(shapes: ModelShapes, work: Workload, batch: int) -> dict[str, s
         batch_size=batch,
         contraction=work.contraction,
         self_influence=work.self_influence,
-        max_dense_plan_bytes=work.max_dense_plan_bytes,
+        max_dense_plan_gib=work.max_dense_plan_bytes / GiB,
     )
     found = {}
 
