@@ -16,7 +16,7 @@ from absl import logging
 from ml_collections import ConfigDict
 
 from infljax.checkpoints import begin_stage, finish_stage
-from infljax.config import recorded, settings
+from infljax.config import settings
 from infljax.data.corpus import (
     CorpusSource,
     corpus_args,
@@ -91,8 +91,8 @@ def run(config: ConfigDict, workdir: Path) -> None:
     out = corpus_dir(workdir)
     tokenize, corpus_source = corpus_args(config.corpus)
     source = _input_path(corpus_source, workdir)
-    recorded_corpus = recorded(tokenize) | recorded(corpus_source)
-    args = {"input": stored_path(source, workdir), "corpus": recorded_corpus}
+    # the section as given (as records always were)
+    args = {"input": stored_path(source, workdir), "corpus": config.corpus.to_dict()}
     inputs = {"source": source}
     tok_cfg = corpus_source.tokenizer
     if not tok_cfg.train:

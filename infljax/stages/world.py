@@ -15,7 +15,7 @@ from absl import logging
 from ml_collections import ConfigDict
 
 from infljax.checkpoints import begin_stage, finish_stage
-from infljax.config import read, recorded, section, settings
+from infljax.config import read, section, settings
 from infljax.data.corpus import corpus_args
 from infljax.data.world import WorldArgs, generate_world, write_corpus_jsonl, write_world_json
 from infljax.workdir import world_dir, write_json
@@ -33,7 +33,8 @@ def run(config: ConfigDict, workdir: Path) -> None:
     args = read(WorldArgs, section(config, "world"), "world")
     out = world_dir(workdir)
     overwrite = settings(config).overwrite
-    if begin_stage(out, {"world": recorded(args)}, overwrite=overwrite, resumes=False):
+    record = {"world": config.world.to_dict()}  # the section as given (as records always were)
+    if begin_stage(out, record, overwrite=overwrite, resumes=False):
         logging.info("world: up to date in %s", out)
         return
     start = time.perf_counter()
