@@ -42,16 +42,8 @@ def recorded(args: Any) -> dict:
         if f.metadata.get(_FREE):
             continue
         value = getattr(args, f.name)
-        out[f.name] = recorded(value) if dataclasses.is_dataclass(value) else _plain(value)
+        out[f.name] = recorded(value) if dataclasses.is_dataclass(value) else value
     return out
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def read(cls: type[T], section: Mapping | None, where: str, **given: Any) -> T:
@@ -138,12 +130,15 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+PARAM_DTYPES = ("", "float32", "float64", "bfloat16", "float16")
+MATMUL_PRECISIONS = ("default", "high", "highest")
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """The config's top-level fields beside its sections.
+    """The config's top-level settings beside its sections (`stages` is `infljax.pipeline`'s).
 
     Attributes:
-      stages: the stages `experiments/run.py` runs, in pipeline order (`infljax.pipeline`).
       overwrite: recompute stages whose directories hold other arguments' outputs.
       param_dtype: the dtype the factors and scores run the model in ("" = as stored;
         "bfloat16" = mixed precision).
@@ -151,7 +146,6 @@ class Settings:
         backend's fast mode: TF32 on recent NVIDIA GPUs, one bfloat16 pass on TPUs).
     """
 
-    stages: tuple[str, ...] = ()
     overwrite: bool = False
     param_dtype: str = ""
     matmul_precision: str = "highest"
@@ -163,10 +157,6 @@ class Settings:
             raise ValueError(
                 f"matmul_precision={self.matmul_precision!r}; valid: {MATMUL_PRECISIONS}"
             )
-
-
-PARAM_DTYPES = ("", "float32", "float64", "bfloat16", "float16")
-MATMUL_PRECISIONS = ("default", "high", "highest")
 
 
 def settings(config: ConfigDict) -> Settings:

@@ -68,7 +68,7 @@ def test_one_section_split_over_several_dataclasses():
 def test_records_leave_the_free_fields_out():
     assert recorded(Outer("a", batch_size=64)) == recorded(Outer("a", batch_size=1))
     assert recorded(Outer("a")) == {
-        "name": "a", "sizes": [1], "inner": {"scale": 1.0, "flag": None}, "weights": {}
+        "name": "a", "sizes": (1,), "inner": {"scale": 1.0, "flag": None}, "weights": {}
     }  # fmt: skip
 
 

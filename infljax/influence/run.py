@@ -45,6 +45,7 @@ from infljax import planning
 from infljax.checkpoints import begin_stage, check_finite, finish_stage
 from infljax.config import read, recorded, section, settings
 from infljax.curvature import STRATEGIES, DampingArgs, Factors, open_factors
+from infljax.curvature.fit import factors_section
 from infljax.data.corpus import TokenizedCorpus
 from infljax.data.tokenization import TokenizerInfo, read_tokenizer_info, tokenizer_info
 from infljax.distributed import Placement, round_up
@@ -123,7 +124,8 @@ class ScoresArgs:
     @classmethod
     def from_config(cls, config: ConfigDict) -> ScoresArgs:
         """``config.scores`` with ``config.factors.layers`` and ``config.param_dtype``."""
-        layers, dtype = tuple(config.factors.layers), settings(config).param_dtype
+        layers = factors_section(config.factors)[2].layers
+        dtype = settings(config).param_dtype
         return read(cls, section(config, "scores"), "scores", layers=layers, param_dtype=dtype)
 
 

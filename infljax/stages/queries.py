@@ -148,10 +148,8 @@ def _generate(config, workdir, queries, families, completions, names) -> list[Qu
             "or set config.corpus.tokenizer.path"
         )
     tokenizer = load_tokenizer(tokenizer_file)
-    scores = section(config, "scores")
-    measurement = read(
-        MeasurementArgs, scores.measurement if scores else None, "scores.measurement"
-    )
+    given = section(config, "scores", "measurement")
+    measurement = read(MeasurementArgs, given, "scores.measurement")
     template = measurement.chat_template
     format_prompt = (lambda p: template.replace("{prompt}", p)) if template else None
     info = _info(workdir, tokenizer)
