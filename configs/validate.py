@@ -61,6 +61,7 @@ def validation(smoke: bool) -> ConfigDict:
             "fraction": 0.5,  # share of the training documents each subset keeps
             "seed": 0,  # of the subsets and the bootstrap
             "seeds": 2,  # retrainings per subset (>= 2: the ceiling)
+            "fixed_init": False,  # True: every retraining from the original initialisation
             "models_per_call": 4 if smoke else 8,  # retrainings trained together
             "checkpoints": 2 if smoke else 3,  # multi-checkpoint EK-FAC (0: off)
             "ensemble": 2 if smoke else 3,  # seed-ensemble EK-FAC (0: off)

@@ -46,6 +46,14 @@ def recorded(args: Any) -> dict:
     return out
 
 
+def with_added_defaults(record: dict, cls: type) -> dict:
+    """`record` (the `recorded` arguments of a stage record an older version wrote; `cls`
+    must have a default for every field) with the fields `cls` gained since at their
+    defaults: a record from before a field existed matches a run that leaves it at its
+    default, and no other run."""
+    return {**recorded(cls()), **record}
+
+
 def read(cls: type[T], section: Mapping | None, where: str, **given: Any) -> T:
     """`section` (``config.<where>``; None: absent, every field its default) as a `cls`.
 

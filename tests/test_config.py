@@ -8,7 +8,16 @@ from ml_collections import ConfigDict
 
 from configs.demo import get_config as demo_config
 from configs.hf import get_config as hf_config
-from infljax.config import free, read, read_split, recorded, section, section_of, settings
+from infljax.config import (
+    free,
+    read,
+    read_split,
+    recorded,
+    section,
+    section_of,
+    settings,
+    with_added_defaults,
+)
 from infljax.curvature.fit import factors_section
 from infljax.influence.run import ScoresArgs
 from infljax.models.spec import model_specs
@@ -70,6 +79,14 @@ def test_records_leave_the_free_fields_out():
     assert recorded(Outer("a")) == {
         "name": "a", "sizes": (1,), "inner": {"scale": 1.0, "flag": None}, "weights": {}
     }  # fmt: skip
+
+
+def test_a_record_from_before_a_field_existed_reads_as_its_default():
+    older = recorded(Other())
+    older.pop("seed")  # written before Other had a seed
+    assert with_added_defaults(older, Other) == recorded(Other())
+    assert with_added_defaults(older, Other) != recorded(Other(seed=3))
+    assert with_added_defaults({"seed": 5}, Other) == {"seed": 5}  # what it holds is kept
 
 
 def test_a_section_from_the_defaults_lists_every_field_for_the_command_line():

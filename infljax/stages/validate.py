@@ -50,7 +50,15 @@ from infljax import training
 from infljax.analysis.families import query_kind
 from infljax.analysis.inputs import QueryRecord
 from infljax.checkpoints import begin_stage, fingerprint, finish_stage
-from infljax.config import free, placement, read, recorded, section, settings
+from infljax.config import (
+    free,
+    placement,
+    read,
+    recorded,
+    section,
+    settings,
+    with_added_defaults,
+)
 from infljax.curvature.fit import factors_section
 from infljax.data.corpus import TokenizedCorpus, load_corpus
 from infljax.data.tokenization import load_tokenizer, read_tokenizer_info
@@ -101,6 +109,10 @@ class ValidateArgs:
         the training documents).
       seeds: retrainings per subset (seeds train.seed, train.seed + 1, ...); >= 2 for the
         ceiling.
+      fixed_init: every retraining (and every seed-ensemble member) starts from the
+        original model's initialisation (train.seed): the seeds vary the data order alone.
+        The LDS then asks what EK-FAC at the final model can describe, the response of the
+        run from the same start; False (the TRAK/kronfluence protocol) varies both.
       models_per_call: retrainings trained together in one vmapped call.
       checkpoints: multi-checkpoint EK-FAC over this many evenly spaced steps of the seed
         train.seed run (the last is the final step; 0: off).
@@ -125,6 +137,7 @@ class ValidateArgs:
     fraction: float = 0.5
     seed: int = 0
     seeds: int = 2
+    fixed_init: bool = False
     models_per_call: int = free(8)
     checkpoints: int = 3
     ensemble: int = 3
@@ -200,7 +213,9 @@ def run(config: ConfigDict, workdir: Path) -> None:
     record = {"validation": recorded(args)}  # the model and scores: by their runs (inputs)
     inputs = {"model": model_dir(workdir, name), "corpus": corpus_dir(workdir)}
     inputs |= {m: _method_dir(workdir, name, m) for m in args.methods}
-    if begin_stage(out, record, inputs=inputs, overwrite=settings(config).overwrite):
+    if begin_stage(
+        out, record, inputs=inputs, overwrite=settings(config).overwrite, upgrade=_upgrade
+    ):
         logging.info("validate %s: up to date in %s", name, out)
         return
     corpus = load_corpus(corpus_dir(workdir))
@@ -227,6 +242,11 @@ def run(config: ConfigDict, workdir: Path) -> None:
         (out / file).write_bytes(png)
     finish_stage(out)
     logging.info("validate %s: %s", name, _headline(summary))
+
+
+def _upgrade(record: dict) -> dict:
+    """A record from before a ValidateArgs field existed (fixed_init) reads as its default."""
+    return {**record, "validation": with_added_defaults(record["validation"], ValidateArgs)}
 
 
 def _method_scores(workdir: Path, name: str, method: str, num_queries: int) -> np.ndarray:
@@ -371,8 +391,10 @@ class _Work:
         runs = [(m, s) for m in range(len(masks)) for s in range(seeds)]  # seeds innermost
         k = self.args.models_per_call
         chunks = [runs[i : i + k] for i in range(0, len(runs), k)]
+        # fixed_init enters the key only when set: the folders of earlier runs keep their names
+        fixed = {"fixed_init": True} if self.args.fixed_init else {}
         folder = self.cache.folder(
-            kind, subsets=list(subsets), seeds=seeds, scale=scale, models_per_call=k
+            kind, subsets=list(subsets), seeds=seeds, scale=scale, models_per_call=k, **fixed
         )
         bar = tqdm(
             total=len(runs) * self.train_args.steps,
@@ -400,10 +422,16 @@ class _Work:
             return
         weights = np.stack([self.weights(masks[m], scale) for m, _ in chunk])
         seeds = [self.train_args.seed + s for _, s in chunk]
-        params, _ = self.retrainer(weights, seeds, lambda n: bar.update(n * len(chunk)))
+        params, _ = self.retrainer(
+            weights, seeds, lambda n: bar.update(n * len(chunk)), init_seeds=self.inits(seeds)
+        )
         tmp = path.with_name(path.name + ".tmp.npy")
         np.save(tmp, self.retrainer.measure(params, self.queries))
         tmp.replace(path)
+
+    def inits(self, seeds: list[int]) -> list[int]:
+        """The initialisation seed of each retraining of `seeds`."""
+        return [self.train_args.seed] * len(seeds) if self.args.fixed_init else seeds
 
     def training_aware(
         self, out: Path, influence: InfluenceArgs, placement: Placement
@@ -444,7 +472,9 @@ class _Work:
             seeds = [self.train_args.seed + e for e in range(max(self.args.ensemble, 1))]
             logging.info("validate %s: training %d full-data models", self.name, len(seeds))
             weights = np.ones((len(seeds), self.corpus.num_documents), np.float32)
-            last, saved = self.retrainer(weights, seeds, checkpoints=tuple(steps))
+            last, saved = self.retrainer(
+                weights, seeds, checkpoints=tuple(steps), init_seeds=self.inits(seeds)
+            )
             saved[final] = last
             for e, t in tqdm(wanted, desc=f"EK-FAC {self.name} (seeds, checkpoints)"):
                 model = nnx.merge(self.retrainer.graphdef, take(saved[t], e))

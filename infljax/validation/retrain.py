@@ -4,7 +4,8 @@ A **retraining** is the pretrain stage's run (`infljax.training`: same optimizer
 number of steps and batch shape) with a **weight per document** in the loss and its own
 **seed**. The weight `w[n]` multiplies the loss of every prediction of a token of document n
 (weight 0 removes the document from the loss; all ones is the original run), and the seed picks
-the initialisation and the data order (the held-out split stays the original one). K
+the initialisation and the data order (the held-out split stays the original one; the
+initialisation may also be fixed apart from the seed, `init_seeds`). K
 retrainings share nothing but the compiled step: parameters, optimizer states, data orders and
 weights are stacked along a leading model axis and the step is `jax.vmap`-ed over it, so one
 call trains K models at about the cost of K sequential steps on a machine the tiny models
@@ -179,11 +180,19 @@ class Retrainer:
         seeds: np.ndarray,
         on_steps: Callable[[int], None] | None = None,
         checkpoints: tuple[int, ...] = (),
+        init_seeds: np.ndarray | None = None,
     ) -> tuple[nnx.State, dict[int, nnx.State]]:
         """(parameters after the last step, {step: parameters after it} for `checkpoints`),
-        each stacked over the K models; `on_steps(n)` after every chunk of n steps."""
+        each stacked over the K models; `on_steps(n)` after every chunk of n steps. Model k
+        starts from the initialisation of `init_seeds[k]` (default: `seeds[k]`, which always
+        picks its data order)."""
         weights = jnp.asarray(weights, jnp.float32)
         seeds = [int(s) for s in np.asarray(seeds).reshape(-1)]
+        inits = (
+            seeds if init_seeds is None else [int(s) for s in np.asarray(init_seeds).reshape(-1)]
+        )
+        if len(inits) != len(seeds):
+            raise ValueError(f"init_seeds has {len(inits)} entries for {len(seeds)} seeds")
         if weights.ndim != 2 or weights.shape != (len(seeds), len(self.lengths)):
             raise ValueError(
                 f"weights must be [K, N] = [{len(seeds)}, {len(self.lengths)}] (one row per "
@@ -191,11 +200,11 @@ class Retrainer:
             )
         k = len(seeds)
         pad = -k % len(self.devices)  # repeat the last model so every device has as many
-        seeds = seeds + seeds[-1:] * pad
+        seeds, inits = seeds + seeds[-1:] * pad, inits + inits[-1:] * pad
         weights = jnp.concatenate([weights, jnp.repeat(weights[-1:], pad, axis=0)])
         place = lambda tree: jax.device_put(tree, self._split)  # noqa: E731
         data = place(stack([self.seed_stream(s) for s in seeds]))
-        params = place(stack([self.seed_params(s) for s in seeds]))
+        params = place(stack([self.seed_params(s) for s in inits]))
         weights = place(weights)
         opt_state = jax.vmap(self.tx.init)(params)
         saved, done = {}, 0

@@ -79,6 +79,21 @@ def test_batched_models_equal_each_alone():
     assert not np.allclose(_flat(take(together, 0)), _flat(take(together, 1)))
 
 
+def test_a_fixed_initialisation_keeps_each_seeds_data_order():
+    corpus = random_corpus(n=14, seed=3)
+    weights = np.ones((2, 14))
+    run = retrain.Retrainer(TINY, ARGS, corpus.tokens, corpus.lengths, chunk_steps=4)
+    fixed, _ = run(weights, [3, 4], init_seeds=[3, 3])
+    assert _flat(run.seed_params(3)).tobytes() != _flat(run.seed_params(4)).tobytes()
+    _close(take(fixed, 0), take(run(weights[:1], [3])[0], 0), 1e-9)  # seed 3 from its own init
+    # seed 4's data order from seed 3's start: neither seed 4's run nor seed 3's
+    _close(take(fixed, 1), take(run(weights[:1], [4], init_seeds=[3])[0], 0), 1e-9)
+    assert not np.allclose(_flat(take(fixed, 1)), _flat(take(run(weights[:1], [4])[0], 0)))
+    assert not np.allclose(_flat(take(fixed, 1)), _flat(take(fixed, 0)))
+    with pytest.raises(ValueError, match="init_seeds has 1 entries for 2 seeds"):
+        run(weights, [3, 4], init_seeds=[3])
+
+
 def test_bad_weights_shape_is_refused():
     corpus = random_corpus(n=14, seed=3)
     run = retrain.Retrainer(TINY, ARGS, corpus.tokens, corpus.lengths)
