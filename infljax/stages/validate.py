@@ -110,9 +110,9 @@ class ValidateArgs:
       seeds: retrainings per subset (seeds train.seed, train.seed + 1, ...); >= 2 for the
         ceiling.
       fixed_init: every retraining (and every seed-ensemble member) starts from the
-        original model's initialisation (train.seed): the seeds vary the data order alone.
-        The LDS then asks what EK-FAC at the final model can describe, the response of the
-        run from the same start; False (the TRAK/kronfluence protocol) varies both.
+        original model's initialisation (train.seed): the seeds vary the data order alone,
+        to tell which of the two makes retrainings disagree (docs/results.md); False, the
+        TRAK/kronfluence protocol, varies both.
       models_per_call: retrainings trained together in one vmapped call.
       checkpoints: multi-checkpoint EK-FAC over this many evenly spaced steps of the seed
         train.seed run (the last is the final step; 0: off).

@@ -49,6 +49,14 @@ def test_grouping_of_retrainings_is_not_part_of_the_record():
     assert a == recorded(validate.ValidateArgs(models_per_call=16))
 
 
+def test_a_record_from_before_fixed_init_matches_the_default():
+    older = recorded(validate.ValidateArgs())
+    older.pop("fixed_init")
+    upgraded = validate._upgrade({"validation": older})
+    assert upgraded == {"validation": recorded(validate.ValidateArgs())}
+    assert upgraded != {"validation": recorded(validate.ValidateArgs(fixed_init=True))}
+
+
 def _run(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     cmd = [sys.executable, "experiments/validate.py", "--config=configs/validate.py:smoke",
