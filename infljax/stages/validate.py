@@ -336,6 +336,9 @@ class _Cache:
         }
 
     def folder(self, kind: str, **settings) -> Path:
+        # a False setting stays out of the key: a switch added later, left off, keeps the names
+        # of the folders written before it existed
+        settings = {k: v for k, v in settings.items() if v is not False}
         key = {"kind": kind, **self.identity, **settings}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
         folder = self.root / f"{kind}_{digest}"
@@ -391,11 +394,10 @@ class _Work:
         runs = [(m, s) for m in range(len(masks)) for s in range(seeds)]  # seeds innermost
         k = self.args.models_per_call
         chunks = [runs[i : i + k] for i in range(0, len(runs), k)]
-        # fixed_init enters the key only when set: the folders of earlier runs keep their names
-        fixed = {"fixed_init": True} if self.args.fixed_init else {}
         folder = self.cache.folder(
-            kind, subsets=list(subsets), seeds=seeds, scale=scale, models_per_call=k, **fixed
-        )
+            kind, subsets=list(subsets), seeds=seeds, scale=scale, models_per_call=k,
+            fixed_init=self.args.fixed_init,
+        )  # fmt: skip
         bar = tqdm(
             total=len(runs) * self.train_args.steps,
             desc=f"retrain {self.name} ({len(runs)} models, {kind})",

@@ -187,10 +187,8 @@ class Retrainer:
         starts from the initialisation of `init_seeds[k]` (default: `seeds[k]`, which always
         picks its data order)."""
         weights = jnp.asarray(weights, jnp.float32)
-        seeds = [int(s) for s in np.asarray(seeds).reshape(-1)]
-        inits = (
-            seeds if init_seeds is None else [int(s) for s in np.asarray(init_seeds).reshape(-1)]
-        )
+        seeds = _ints(seeds)
+        inits = seeds if init_seeds is None else _ints(init_seeds)
         if len(inits) != len(seeds):
             raise ValueError(f"init_seeds has {len(inits)} entries for {len(seeds)} seeds")
         if weights.ndim != 2 or weights.shape != (len(seeds), len(self.lengths)):
@@ -230,6 +228,10 @@ class Retrainer:
 
         carry, _ = jax.lax.scan(body, (params, opt_state), start + jnp.arange(count))
         return carry
+
+
+def _ints(values) -> list[int]:
+    return [int(v) for v in np.asarray(values).reshape(-1)]
 
 
 def _first(tree, k: int):
