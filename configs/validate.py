@@ -48,7 +48,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
 
 
 def validation(smoke: bool) -> ConfigDict:
-    """`infljax.stages.validate.ValidateArgs`, sized for ~60 min on 2 CPU cores: 100 subsets x 2
+    """`infljax.validation.run.ValidateArgs`, sized for ~60 min on 2 CPU cores: 100 subsets x 2
     seeds = 200 retrainings of the small model (300 steps; 8 per call, split over one device
     per core), EK-FAC at 3 checkpoints and over 3 seeds, metagradients of 8 queries, and the
     single-model protocol: 16 subsets dropping 5% at weight reductions 0.01, 0.1 and 1 (48

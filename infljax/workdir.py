@@ -8,6 +8,8 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
+
 ARGS_FILE = "args.json"  # every stage directory's record (`StageRecord`)
 
 
@@ -42,6 +44,15 @@ def write_json(path: str | Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def save_array(path: str | Path, value) -> None:
+    """`np.save` atomically (a temporary file, then a rename): a reader, or a run resumed after
+    a crash, never finds half an array."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, value)
     tmp.replace(path)
 
 
@@ -131,6 +142,9 @@ def scores_dir(workdir: Path, name: str) -> Path:
     return Path(workdir) / "scores" / name
 
 
+_ARRAYS = ("scores", "query_nats", "doc_grad_norms", "per_layer", "self_influence", "scored")
+
+
 @dataclasses.dataclass(frozen=True)
 class ScoreFiles:
     """The files of one method's score directory (``scores/<model>/``, written by the scores
@@ -193,6 +207,26 @@ class ScoreFiles:
     def top_k(self) -> Path:
         """Optional: each query's top-k documents re-scored at full rank (npz)."""
         return self.directory / "top_k.npz"
+
+    def save(self, **arrays) -> None:
+        """Write arrays by their file's name (``files.save(scores=s, doc_grad_norms=n)``), each
+        atomically; scores and per_layer as float32."""
+        for name, value in arrays.items():
+            dtype = np.float32 if name in ("scores", "per_layer") else None
+            save_array(self._array(name), np.asarray(value, dtype))
+
+    def load(self, name: str, mmap: bool = False) -> np.ndarray:
+        """The array `name` (scores, query_nats, ...), memory-mapped with `mmap` (a [Q, N]
+        matrix of millions of documents need not fit in memory)."""
+        path = self._array(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"no {path.name} in {self.directory}")
+        return np.load(path, mmap_mode="r" if mmap else None)
+
+    def _array(self, name: str) -> Path:
+        if name not in _ARRAYS:
+            raise ValueError(f"a score directory holds no array {name!r}; one of {_ARRAYS}")
+        return getattr(self, name)
 
     def missing(self) -> list[str]:
         """The names of the required files (scores, query_nats, doc_grad_norms) not there."""

@@ -268,15 +268,15 @@ def read_model_scores(scores_dir: str | Path, name: str, queries_jsonl: str | Pa
         )
     own = files.queries
     queries = read_queries(own if own.is_file() else queries_jsonl, model=name)
-    per_layer = np.load(files.per_layer, mmap_mode="r") if files.per_layer.is_file() else None
+    per_layer = files.load("per_layer", mmap=True) if files.per_layer.is_file() else None
     per_token = ()
     if files.per_token.is_file():
         per_token = tuple(json.loads(files.per_token.read_text(encoding="utf-8")))
     return ModelScores(
         name=name,
-        scores=np.load(files.scores, mmap_mode="r"),
-        query_nats=np.load(files.query_nats),
-        doc_grad_norms=np.load(files.doc_grad_norms),
+        scores=files.load("scores", mmap=True),
+        query_nats=files.load("query_nats"),
+        doc_grad_norms=files.load("doc_grad_norms"),
         queries=tuple(queries),
         per_layer=per_layer,
         per_token=per_token,

@@ -429,7 +429,7 @@ def _factors(inputs: ModelInputs, args: ScoresArgs, layers):
 
 def _save_query_plan(out: Path, nats: np.ndarray, queries) -> None:
     files = ScoreFiles(out)
-    np.save(files.query_nats, nats)
+    files.save(query_nats=nats)
     query_grads.save_queries(files.query_grads, queries)
 
 
@@ -554,13 +554,12 @@ def _write_results(
 ) -> None:
     files = ScoreFiles(out)
     if pre is not None:
-        np.save(files.scored, pre.scored)
-    np.save(files.scores, result.scores.astype(np.float32))
-    np.save(files.doc_grad_norms, scoring.doc_grad_norms(result.sq_norms))
+        files.save(scored=pre.scored)
+    files.save(scores=result.scores, doc_grad_norms=scoring.doc_grad_norms(result.sq_norms))
     if args.per_layer:
-        np.save(files.per_layer, result.per_layer.astype(np.float32))
+        files.save(per_layer=result.per_layer)
     if args.scoring.self_influence:
-        np.save(files.self_influence, result.self_influence)
+        files.save(self_influence=result.self_influence)
 
 
 def _top_scored(scores: np.ndarray, scored: np.ndarray | None, k: int) -> np.ndarray:

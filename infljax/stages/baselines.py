@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -160,7 +159,7 @@ def _gradient_cosine(config: ConfigDict, workdir: Path, name: str) -> None:
 
     def cosine() -> np.ndarray:
         norms = baselines.query_grad_norms(query_grads.load_queries(dot.query_grads))
-        return baselines.gradient_cosine(np.load(dot.scores), norms, np.load(dot.doc_grad_norms))
+        return baselines.gradient_cosine(dot.load("scores"), norms, dot.load("doc_grad_norms"))
 
     rows = read_query_records(dot.queries)
     record = {}  # grad_dot's directory is recorded by its run (`_write`)
@@ -192,7 +191,7 @@ def _checkpoint_sum(workdir: Path, name: str, weights: dict[str, float], overwri
             )
 
     def combined() -> np.ndarray:
-        scores = [np.load(f.scores) for f in files.values()]
+        scores = [f.load("scores") for f in files.values()]
         return methods.combine_checkpoints(scores, np.asarray(list(weights.values())))
 
     record = {"weights": weights}
@@ -238,17 +237,15 @@ def _write(
         return
     files = ScoreFiles(out)
     scores = np.asarray(scores_fn(), np.float32)
-    np.save(files.scores, scores)
-    if norms is None:
-        np.save(files.doc_grad_norms, np.ones(scores.shape[1], np.float32))
-    else:
-        shutil.copyfile(norms, files.doc_grad_norms)
+    files.save(scores=scores)
+    ones = np.ones(scores.shape[1], np.float32)
+    files.save(doc_grad_norms=ones if norms is None else np.load(norms))
     nats, records = source
     if len(records) != scores.shape[0]:
         raise ValueError(
             f"baselines {name}/{method}: {scores.shape[0]} rows, {len(records)} queries"
         )
-    shutil.copyfile(nats, files.query_nats)
+    files.save(query_nats=np.load(nats))
     write_jsonl(files.queries, records)
     finish_stage(out)
     logging.info("baselines %s/%s: %d x %d in %s", name, method, *scores.shape, out)

@@ -1,4 +1,5 @@
-"""Stage `validate`: its arguments, chunk locking, and the smoke run end to end."""
+"""Validation: its arguments and chunk locking (`infljax.validation.run`), and the validate
+stage's smoke run end to end."""
 
 import json
 import os
@@ -13,48 +14,56 @@ from infljax import training
 from infljax.config import recorded
 from infljax.stages import validate
 from infljax.validation import lds, methods
+from infljax.validation.run import (
+    TRAINING_AWARE,
+    UNITLESS,
+    ValidateArgs,
+    chosen_rows,
+    claim,
+    single_folder,
+)
 from infljax.workdir import baselines_dir, retrainings_dir, scores_dir, validate_dir
 
 ROOT = Path(__file__).parent.parent.parent
 
 
 def test_chosen_rows_are_evenly_spaced_over_the_queries():
-    np.testing.assert_array_equal(validate.chosen_rows(3, 10), [0, 4, 9])
-    np.testing.assert_array_equal(validate.chosen_rows(20, 4), [0, 1, 2, 3])
-    assert len(validate.chosen_rows(0, 4)) == 0
+    np.testing.assert_array_equal(chosen_rows(3, 10), [0, 4, 9])
+    np.testing.assert_array_equal(chosen_rows(20, 4), [0, 1, 2, 3])
+    assert len(chosen_rows(0, 4)) == 0
 
 
 def test_a_claimed_chunk_is_skipped_by_a_second_claimant_until_released(tmp_path):
-    with validate._claim(tmp_path / "c.npy", block=False) as first:
+    with claim(tmp_path / "c.npy", block=False) as first:
         assert first
-        with validate._claim(tmp_path / "c.npy", block=False) as second:
+        with claim(tmp_path / "c.npy", block=False) as second:
             assert not second
-    with validate._claim(tmp_path / "c.npy", block=False) as again:
+    with claim(tmp_path / "c.npy", block=False) as again:
         assert again
 
 
 def test_bad_arguments_are_refused_with_the_valid_choices():
     with pytest.raises(ValueError, match="choose from"):
-        validate.ValidateArgs(methods=("ekfac", "trak"))
+        ValidateArgs(methods=("ekfac", "trak"))
     with pytest.raises(ValueError, match="num_subsets must be >= 3"):
-        validate.ValidateArgs(num_subsets=2)
+        ValidateArgs(num_subsets=2)
     with pytest.raises(ValueError, match="ensemble must be >= 0"):
-        validate.ValidateArgs(ensemble=-1)
+        ValidateArgs(ensemble=-1)
     with pytest.raises(ValueError, match=r"single_model_scales must be .* in \(0, 1\]"):
-        validate.ValidateArgs(single_model_scales=(0.1, 1.5))
+        ValidateArgs(single_model_scales=(0.1, 1.5))
 
 
 def test_grouping_of_retrainings_is_not_part_of_the_record():
-    a = recorded(validate.ValidateArgs(models_per_call=2, metagradient_chunk=1))
-    assert a == recorded(validate.ValidateArgs(models_per_call=16))
+    a = recorded(ValidateArgs(models_per_call=2, metagradient_chunk=1))
+    assert a == recorded(ValidateArgs(models_per_call=16))
 
 
 def test_a_record_from_before_fixed_init_matches_the_default():
-    older = recorded(validate.ValidateArgs())
+    older = recorded(ValidateArgs())
     older.pop("fixed_init")
     upgraded = validate._upgrade({"validation": older})
-    assert upgraded == {"validation": recorded(validate.ValidateArgs())}
-    assert upgraded != {"validation": recorded(validate.ValidateArgs(fixed_init=True))}
+    assert upgraded == {"validation": recorded(ValidateArgs())}
+    assert upgraded != {"validation": recorded(ValidateArgs(fixed_init=True))}
 
 
 def _run(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -85,7 +94,7 @@ def test_smoke_lds_is_recomputed_from_the_stored_retrainings(smoke):
     out = validate_dir(smoke, "small")
     summary = json.loads((out / "summary.json").read_text())
     args = summary["args"]
-    assert summary["methods"] == [*args["methods"], *validate.TRAINING_AWARE]
+    assert summary["methods"] == [*args["methods"], *TRAINING_AWARE]
     record = json.loads((smoke / "models" / "small" / "args.json").read_text())["args"]
     train_args = training.TrainArgs(**record["train"])
     n = len(np.load(smoke / "corpus" / "lengths.npy"))
@@ -134,12 +143,12 @@ def test_smoke_lds_is_recomputed_from_the_stored_retrainings(smoke):
         np.testing.assert_allclose(got, expected, atol=1e-6)
         # the linearity curve: the same subsets with the dropped weights lowered by t
         for point, t in zip(summary["lds"][method]["linearity"], scales, strict=True):
-            chunks = sorted(folders[validate._single_folder(t)].glob("chunk_*.npy"))
+            chunks = sorted(folders[single_folder(t)].glob("chunk_*.npy"))
             scaled = np.concatenate([np.load(c) for c in chunks]).T  # [Q, M]
             defined = np.isfinite(_scores(smoke, method)[:, 0])
             slope = np.median(lds.slopes(t * predicted, scaled)[defined])
             assert point["scale"] == t
-            if method in validate.UNITLESS:  # scores not in nats: no slope
+            if method in UNITLESS:  # scores not in nats: no slope
                 assert point["slope"] is None
             else:
                 assert point["slope"] == pytest.approx(slope, abs=1e-6)
