@@ -222,12 +222,12 @@ def _scoring(model, layers, graphdef, params, batch: Batch, mesh, repeats: int) 
     return Measurement(label, seconds, b * t, compiled_bytes(compiled), planned, compiling)
 
 
-def _planned(stage, model, layers, mesh, batch: Batch, choices=None, **work) -> int:
+def _planned(step, model, layers, mesh, batch: Batch, choices=None, **work) -> int:
     """The planner's per-device bytes for the step being timed (`infljax.planning`)."""
     b, t = batch.inputs.shape
     workload = Workload(seq=t, fisher=FactorArgs().fisher, **work)
     shapes = ModelShapes.of(model, layers)
-    return estimate(stage, shapes, workload, Layout.of(Placement(mesh)), b, choices).total
+    return estimate(step, shapes, workload, Layout.of(Placement(mesh)), b, choices).total
 
 
 def _forward_backward(graphdef, params, batch: Batch, repeats: int, n_tokens: int) -> Measurement:

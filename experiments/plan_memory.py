@@ -1,19 +1,20 @@
-"""Per-device memory of every device-heavy stage, on paper (DESIGN §7b, `infljax.planning`).
+"""Per-device memory of every device-heavy step, on paper (DESIGN §7b, `infljax.planning`).
 
     python experiments/plan_memory.py --paper        # Command R 35B on TPU v5e-64 and 8×H100
     python experiments/plan_memory.py --shape=command-r-35b --devices=8 --device_gib=74.5
     python experiments/plan_memory.py --hf_config=/models/pythia-160m/config.json \\
-        --dtype=float32 --devices=1 --device_gib=16 --stages=pretrain,covariance,scores
+        --dtype=float32 --devices=1 --device_gib=16 --steps=pretrain,covariance,scores
 
-For each stage it finds the first layout that fits (10% of the device kept free), trying in
-order: everything replicated; `config.mesh.params="fsdp"` (parameters, factors and the query
-plan split over all devices at rest; each step gathers one block's parameters and one layer's
-eigenbasis or query plan at a time, and forms one layer's batch statistics at a time); then the
-tracked layers handled in 2, 4, 8, ... groups (`config.factors.layer_groups`: one covariance
-and one lambda pass per group; `config.scores.query_grads.layer_groups`: one capture of the queries
-per group). `*` marks what the pipeline does not do yet (groups for the scores stage). It
-prints the largest batch per device that fits and the per-device breakdown there, or, when
-nothing fits, the breakdown at one sequence per device (queries: a chunk of one query).
+For each step (`infljax.planning`) it finds the first layout that fits (10% of the device kept
+free), trying in order: everything replicated; `config.mesh.params="fsdp"` (parameters, factors
+and the query plan split over all devices at rest; each step gathers one block's parameters and
+one layer's eigenbasis or query plan at a time, and forms one layer's batch statistics at a
+time); then the tracked layers handled in 2, 4, 8, ... groups (`config.factors.layer_groups`:
+one covariance and one lambda pass per group; `config.scores.query_grads.layer_groups`: one
+capture of the queries per group). `*` marks what the pipeline does not do yet (groups for the
+scores step). It prints the largest batch per device that fits and the per-device breakdown
+there, or, when nothing fits, the breakdown at one sequence per device (queries: a chunk of one
+query).
 """
 
 from __future__ import annotations
@@ -50,9 +51,9 @@ SHAPES = {
 }
 # The issue's two platforms: (label, devices, bytes per device).
 PAPER = (("TPU v5e-64 (16 GiB per chip)", 64, 16 * 2**30), ("8×H100 (80 GB each)", 8, 80 * 10**9))
-STAGES = ("covariance", "lambdas", "queries", "scores")
+STEPS = ("covariance", "lambdas", "queries", "scores")
 # config.factors.layer_groups (covariance, lambdas) and config.scores.query_grads.layer_groups
-GROUPED_STAGES = ("covariance", "lambdas", "queries")
+GROUPED_STEPS = ("covariance", "lambdas", "queries")
 
 _SHAPE = flags.DEFINE_string("shape", "command-r-35b", f"A built-in shape: {sorted(SHAPES)}.")
 _HF_CONFIG = flags.DEFINE_string("hf_config", None, "A Hugging Face config.json (or its dir).")
@@ -66,7 +67,7 @@ _CHUNK = flags.DEFINE_integer("lambda_chunk", 1, "Lambda-pass chunk (sequences p
 _DEVICES = flags.DEFINE_integer("devices", 8, "Devices (all along the mesh's data axis).")
 _DEVICE_GIB = flags.DEFINE_float("device_gib", 80 * 10**9 / 2**30, "Memory per device, GiB.")
 _HEADROOM = flags.DEFINE_float("headroom", planning.HEADROOM, "Fraction kept free.")
-_STAGES = flags.DEFINE_list("stages", list(STAGES), f"Of {planning.STAGES}.")
+_STEPS = flags.DEFINE_list("steps", list(STEPS), f"Of {planning.STEPS}.")
 _PAPER = flags.DEFINE_bool("paper", False, "Print the issue's two on-paper tables.")
 
 
@@ -79,11 +80,11 @@ class Choice:
     groups: int = 1
 
 
-def choices(stage: str, devices: int, num_layers: int) -> list[Choice]:
+def choices(step: str, devices: int, num_layers: int) -> list[Choice]:
     """The layouts to try, cheapest change first (see the module docstring)."""
     fsdp = planning.Layout(devices, param_shards=devices, factor_shards=devices)
     out = [Choice("replicated", planning.Layout(devices)), Choice("fsdp", fsdp)]
-    star = "" if stage in GROUPED_STAGES else "*"
+    star = "" if step in GROUPED_STEPS else "*"
     groups = 2
     while groups < num_layers:
         out.append(Choice(f"fsdp, {groups} layer groups{star}", fsdp, groups))
@@ -93,44 +94,42 @@ def choices(stage: str, devices: int, num_layers: int) -> list[Choice]:
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    stage: str
+    step: str
     choice: str
-    memory: planning.StageMemory
+    memory: planning.StepMemory
     fits: bool
 
 
-def plan_stage(stage, shapes, work, devices: int, device_bytes: int, headroom: float) -> Row:
-    """The first choice under which `stage` fits, at its largest batch; else the last choice
+def plan_step(step, shapes, work, devices: int, device_bytes: int, headroom: float) -> Row:
+    """The first choice under which `step` fits, at its largest batch; else the last choice
     at one sequence per device."""
-    cap = work.queries if stage == "queries" else 4096 * devices
-    for choice in choices(stage, devices, len(shapes.layers)):
+    cap = work.queries if step == "queries" else 4096 * devices
+    for choice in choices(step, devices, len(shapes.layers)):
         # the group that needs the most, judged at one sequence per device
-        group, _ = planning.largest_group(
-            stage, shapes, choice.groups, work, choice.layout, devices
-        )
-        args = (stage, group, work, choice.layout)
+        group, _ = planning.largest_group(step, shapes, choice.groups, work, choice.layout, devices)
+        args = (step, group, work, choice.layout)
         try:
             batch = planning.largest_batch(*args, device_bytes, headroom, max_batch=cap)
         except planning.PlanError:
             continue
-        return Row(stage, choice.label, planning.estimate(*args, batch), True)
-    smallest = 1 if stage == "queries" else devices
-    return Row(stage, choice.label, planning.estimate(*args, smallest), False)
+        return Row(step, choice.label, planning.estimate(*args, batch), True)
+    smallest = 1 if step == "queries" else devices
+    return Row(step, choice.label, planning.estimate(*args, smallest), False)
 
 
 def print_table(title: str, rows: list[Row], device_bytes: int) -> None:
-    """A Markdown table: stage, what it needs, batch per device, total, largest parts."""
+    """A Markdown table: step, what it needs, batch per device, total, largest parts."""
     print(f"\n{title}: {planning.format_bytes(device_bytes)} per device\n")
-    print("| stage | needs | batch / device (queries: chunk) | per device | largest parts |")
+    print("| step | needs | batch / device (queries: chunk) | per device | largest parts |")
     print("| --- | --- | --- | --- | --- |")
     for row in rows:
         m = row.memory
         parts = sorted((p for p in m.parts if p[1]), key=lambda p: -p[1])[:4]
         listed = ", ".join(f"{name} {planning.format_bytes(n)}" for name, n in parts)
-        batch = str(m.batch if m.stage == "queries" else m.local_batch)
+        batch = str(m.batch if m.step == "queries" else m.local_batch)
         batch = batch if row.fits else f"does not fit at {batch}"
         print(
-            f"| {m.stage} | {row.choice} | {batch} | {planning.format_bytes(m.total)} | {listed} |"
+            f"| {m.step} | {row.choice} | {batch} | {planning.format_bytes(m.total)} | {listed} |"
         )
 
 
@@ -168,8 +167,8 @@ def main(argv):
     for title, devices, device_bytes in platforms:
         device_bytes = int(device_bytes)
         rows = [
-            plan_stage(stage, shapes, work, devices, device_bytes, _HEADROOM.value)
-            for stage in _STAGES.value
+            plan_step(step, shapes, work, devices, device_bytes, _HEADROOM.value)
+            for step in _STEPS.value
         ]
         print_table(f"{title}, {devices} devices", rows, device_bytes)
 

@@ -1,15 +1,16 @@
-"""Memory planning (DESIGN §7b): what each device-heavy stage holds per device, from shapes.
+"""Memory planning (DESIGN §7b): what each device-heavy step holds per device, from shapes.
 
     shapes = ModelShapes.from_config(cfg)                  # or ModelShapes.of(model, layers)
     work = Workload(seq=512, queries=100, rank=32)
     memory = estimate("scores", shapes, work, Layout(data=8), batch=32)
     batch = largest_batch("scores", shapes, work, Layout(data=8), device_bytes=80 * GiB)
 
-`estimate` returns one stage's per-device bytes broken into parts; `largest_batch` picks the
+`estimate` returns one step's per-device bytes broken into parts; `largest_batch` picks the
 largest batch (a multiple of the data axis) that fits a device with a stated headroom, or raises
-`PlanError` with the numbers; `check_fits` refuses a given plan the same way, and `check_stage`
-(what the factors and scores stages call) adds the largest batch that would fit. A stage is the
-step that dominates its pipeline stage:
+`PlanError` with the numbers; `check_fits` refuses a given plan the same way, and `check_step`
+(what the factors and scores stages call) adds the largest batch that would fit. A **step** is
+the compiled step that dominates a pipeline stage (the factors stage has two, the scores stage
+two):
 
 ==========  ==================================================================================
 pretrain    one AdamW step (`infljax.training.make_train_step`)
@@ -28,7 +29,7 @@ the model's activations kept for the backward pass (`activation_bytes_per_token`
 per-sequence gradients (lambda chunk, dense contraction, query gradients) and the outputs. Parts
 are summed as if all were live at the peak (a tensor XLA frees before the peak is left out, e.g.
 the block-wise covariance pass's `a` of all but one layer); tests/test_planning.py checks
-every stage's total against XLA's compiled memory analysis (within 25% on a small decoder; a
+every step's total against XLA's compiled memory analysis (within 25% on a small decoder; a
 good deal closer on most shapes).
 
 Sharding enters through `Layout`: the batch divides over ``data``; `param_shards` and
@@ -63,7 +64,7 @@ from infljax.models.capture import (
 )
 from infljax.models.decoder import Decoder, DecoderConfig
 
-STAGES = ("pretrain", "covariance", "lambdas", "queries", "scores")
+STEPS = ("pretrain", "covariance", "lambdas", "queries", "scores")
 GiB = 2**30
 HEADROOM = 0.1  # fraction of device memory `largest_batch` leaves free (allocator, XLA slack)
 _F32 = 4
@@ -118,7 +119,7 @@ def _size(tree) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """How a stage is spread over devices.
+    """How a step is spread over devices.
 
     Attributes:
       data: devices along the mesh's ``data`` axis; the batch divides over them.
@@ -180,10 +181,10 @@ class Workload:
 
 
 @dataclasses.dataclass(frozen=True)
-class StageMemory:
-    """One stage's per-device bytes: `parts` ((name, bytes), ...) sum to `total`."""
+class StepMemory:
+    """One step's per-device bytes: `parts` ((name, bytes), ...) sum to `total`."""
 
-    stage: str
+    step: str
     batch: int
     local_batch: int
     parts: tuple[tuple[str, int], ...]
@@ -196,7 +197,7 @@ class StageMemory:
         """One line: the total, the batch and every non-zero part."""
         parts = ", ".join(f"{name} {format_bytes(n)}" for name, n in self.parts if n)
         return (
-            f"{self.stage}: needs {format_bytes(self.total)} per device at batch {self.batch} "
+            f"{self.step}: needs {format_bytes(self.total)} per device at batch {self.batch} "
             f"({self.local_batch} per device) ({parts})"
         )
 
@@ -211,7 +212,7 @@ class StageMemory:
 
 
 class PlanError(MemoryError):
-    """A stage cannot fit the device's memory; the message has the numbers and what to do."""
+    """A step cannot fit the device's memory; the message has the numbers and what to do."""
 
 
 def format_bytes(n: float) -> str:
@@ -299,27 +300,27 @@ def _query_shapes(work: Workload, d_out: int, d_in: int, dtype):
 
 
 def estimate(
-    stage: str,
+    step: str,
     shapes: ModelShapes,
     work: Workload,
     layout: Layout,
     batch: int,
     choices: dict[str, str] | None = None,
-) -> StageMemory:
-    """Per-device bytes of `stage` at global `batch` (queries: the query chunk).
+) -> StepMemory:
+    """Per-device bytes of `step` at global `batch` (queries: the query chunk).
 
     `choices` ({layer: "dense" | "lowrank"}, scores only) overrides the contraction the
     planner would pick (the scores stage passes its own plan's).
     """
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; valid: {STAGES}")
+    if step not in STEPS:
+        raise ValueError(f"unknown step {step!r}; valid: {STEPS}")
     local = -(-batch // layout.data)
     parts = _Parts(shapes, work, layout, batch, local)
-    if stage == "scores":
+    if step == "scores":
         found = parts.scores(choices or plan_choices(shapes, work, batch))
     else:
-        found = getattr(parts, stage)()
-    return StageMemory(stage, batch, local, tuple(found))
+        found = getattr(parts, step)()
+    return StepMemory(step, batch, local, tuple(found))
 
 
 Part = tuple[str, int]
@@ -328,7 +329,7 @@ Parts = list[Part]
 
 @dataclasses.dataclass(frozen=True)
 class _Parts:
-    """The parts of each stage for one batch (bytes per device); `local` = its share on each
+    """The parts of each step for one batch (bytes per device); `local` = its share on each
     device of the data axis."""
 
     shapes: ModelShapes
@@ -567,14 +568,14 @@ def _contraction_elements(
     return local * work.seq * (2 * work.queries * rank + work.seq), relaid
 
 
-def check_fits(memory: StageMemory, device_bytes: int | None, headroom: float = 0.0) -> None:
+def check_fits(memory: StepMemory, device_bytes: int | None, headroom: float = 0.0) -> None:
     """Raise `PlanError` with the numbers when `memory` exceeds (1 - headroom) of the device's
     bytes; None (a backend that does not say, e.g. CPU) checks nothing."""
     if device_bytes is not None and memory.total > (1 - headroom) * device_bytes:
         raise PlanError(refusal(memory, device_bytes, headroom))
 
 
-def refusal(memory: StageMemory, device_bytes: int, headroom: float = 0.0) -> str:
+def refusal(memory: StepMemory, device_bytes: int, headroom: float = 0.0) -> str:
     """'scores: needs 93.1 GiB per device at batch 8 (...), device has 80.0 GiB; <advice>'."""
     kept = f" ({headroom:.0%} kept free)" if headroom else ""
     return f"{memory.summary()}, device has {format_bytes(device_bytes)}{kept}; {advice(memory)}"
@@ -600,7 +601,7 @@ _ADVICE = {
 }
 
 
-def advice(memory: StageMemory) -> str:
+def advice(memory: StepMemory) -> str:
     """What to change, from the largest part."""
     part = memory.largest_part
     if part in _ADVICE:
@@ -611,7 +612,7 @@ def advice(memory: StageMemory) -> str:
 
 
 def largest_batch(
-    stage: str,
+    step: str,
     shapes: ModelShapes,
     work: Workload,
     layout: Layout,
@@ -623,22 +624,22 @@ def largest_batch(
     """The largest global batch, at most `max_batch` and a multiple of `layout.data` (queries:
     any chunk size), whose estimate fits (1 - headroom) of `device_bytes`; `PlanError` with the
     numbers when the smallest does not. Memory grows with the batch, so a bisection finds it."""
-    step = 1 if stage == "queries" else layout.data
+    multiple = 1 if step == "queries" else layout.data
 
-    def memory(steps: int) -> StageMemory:
-        return estimate(stage, shapes, work, layout, steps * step, choices)
+    def memory(count: int) -> StepMemory:
+        return estimate(step, shapes, work, layout, count * multiple, choices)
 
     check_fits(memory(1), device_bytes, headroom)
-    low, high = 1, max(1, max_batch // step)
+    low, high = 1, max(1, max_batch // multiple)
     while low < high:
         mid = (low + high + 1) // 2
         fits = memory(mid).total <= (1 - headroom) * device_bytes
         low, high = (mid, high) if fits else (low, mid - 1)
-    return low * step
+    return low * multiple
 
 
-def check_stage(
-    memory: StageMemory,
+def check_step(
+    memory: StepMemory,
     shapes: ModelShapes,
     work: Workload,
     layout: Layout,
@@ -646,13 +647,13 @@ def check_stage(
     setting: str,
     choices: dict[str, str] | None = None,
 ) -> None:
-    """What a stage calls before it starts: `PlanError` when `memory` exceeds the device, its
+    """What a stage calls before its step starts: `PlanError` when `memory` exceeds the device, its
     message ending with the largest value of the batch `setting` (e.g.
     "config.factors.batch_size") that fits with `HEADROOM`, when one does."""
     if device_bytes is None or memory.total <= device_bytes:
         return
     message = refusal(memory, device_bytes)
-    args = (memory.stage, shapes, work, layout, device_bytes)
+    args = (memory.step, shapes, work, layout, device_bytes)
     try:
         best = largest_batch(*args, max_batch=memory.batch, choices=choices)
         message += f"; {setting}={best} fits with {HEADROOM:.0%} headroom"
@@ -662,7 +663,7 @@ def check_stage(
 
 
 def check_groups(
-    memory: StageMemory,
+    memory: StepMemory,
     group: ModelShapes,
     shapes: ModelShapes,
     groups: int,
@@ -672,33 +673,33 @@ def check_groups(
     settings: tuple[str, str],
     at: str = "",
 ) -> None:
-    """`check_stage` for a stage run in `groups` groups of the tracked layers of `shapes`, given
+    """`check_step` for a step run in `groups` groups of the tracked layers of `shapes`, given
     the estimate `memory` of its largest, `group` (`largest_group`). A refusal also names the
     fewest groups whose largest would fit at the same batch. `settings`: the config fields of
     the batch size and of the number of groups; `at`: what the hint adds after "fits"."""
     try:
-        check_stage(memory, group, work, layout, device_bytes, settings[0])
+        check_step(memory, group, work, layout, device_bytes, settings[0])
     except PlanError as error:
-        args = (memory.stage, shapes, groups, work, layout, memory.batch, device_bytes)
+        args = (memory.step, shapes, groups, work, layout, memory.batch, device_bytes)
         fewer = fewest_groups(*args)
         hint = "" if fewer is None else f"; or {settings[1]}={fewer} fits{at}"
         raise PlanError(f"{error}{hint}") from None
 
 
 def largest_group(
-    stage: str, shapes: ModelShapes, groups: int, work: Workload, layout: Layout, batch: int
-) -> tuple[ModelShapes, StageMemory]:
+    step: str, shapes: ModelShapes, groups: int, work: Workload, layout: Layout, batch: int
+) -> tuple[ModelShapes, StepMemory]:
     """(shapes, estimate) of the one of `groups` contiguous groups of the tracked layers
-    (`infljax.models.capture.layer_groups`, one pass each) whose `stage` needs the most."""
+    (`infljax.models.capture.layer_groups`, one pass each) whose `step` needs the most."""
     estimates = []
     for layers in layer_groups(list(shapes.layers), groups):
         group = dataclasses.replace(shapes, layers={p: shapes.layers[p] for p in layers})
-        estimates.append((group, estimate(stage, group, work, layout, batch)))
+        estimates.append((group, estimate(step, group, work, layout, batch)))
     return max(estimates, key=lambda found: found[1].total)
 
 
 def fewest_groups(
-    stage: str,
+    step: str,
     shapes: ModelShapes,
     groups: int,
     work: Workload,
@@ -709,7 +710,7 @@ def fewest_groups(
     """The fewest groups of layers, more than `groups`, whose largest fits `device_bytes` with
     `HEADROOM` at `batch`; None when not even one layer per group does."""
     for more in range(groups + 1, len(shapes.layers) + 1):
-        _, memory = largest_group(stage, shapes, more, work, layout, batch)
+        _, memory = largest_group(step, shapes, more, work, layout, batch)
         if memory.total <= (1 - HEADROOM) * device_bytes:
             return more
     return None

@@ -1,6 +1,6 @@
 """The memory planner against XLA's compiled memory analysis, its refusals and its batch choice.
 
-Each stage's compiled step is built the way the stages (and experiments/benchmark.py) build it,
+Each step (`planning.STEPS`) is compiled the way the stages (and experiments/benchmark.py) build it,
 on a small float32 decoder, and its per-device bytes (arguments + outputs + temporaries -
 aliased, XLA's `memory_analysis`) are compared with `planning.estimate`. Tolerance 25%: the
 planner counts tensors from shapes, while XLA fuses elementwise work (never materialising some
@@ -152,12 +152,12 @@ def _factors(d_out: int, d_in: int, dtype) -> LayerFactors:
     return LayerFactors(b.a_eigvecs, b.a_eigvals, b.s_eigvecs, b.s_eigvals, ones, ones, count)
 
 
-def planned(stage: str, steps: Steps, **work) -> planning.StageMemory:
+def planned(step: str, steps: Steps, **work) -> planning.StepMemory:
     shapes = planning.ModelShapes.from_config(steps.cfg)
     defaults = dict(seq=steps.cfg.max_length, queries=QUERIES, rank=steps.rank)
     workload = planning.Workload(**(defaults | work))
     layout = planning.Layout.of(steps.where)
-    return planning.estimate(stage, shapes, workload, layout, steps.batch)
+    return planning.estimate(step, shapes, workload, layout, steps.batch)
 
 
 def _within(estimate: int, xla: int) -> bool:
@@ -170,7 +170,7 @@ def mesh2():
 
 
 @pytest.mark.parametrize(
-    "stage, placement",
+    "step, placement",
     [
         ("pretrain", "replicated"),
         ("covariance", "replicated"),
@@ -181,13 +181,13 @@ def mesh2():
         ("queries", "fsdp"),
     ],
 )
-def test_estimate_within_25_percent_of_xla(stage, placement, mesh2):
+def test_estimate_within_25_percent_of_xla(step, placement, mesh2):
     steps = Steps(SMALL, BATCH, mesh2, placement=placement)
-    if stage == "lambdas":
-        xla, memory = steps.lambdas(chunk=2), planned(stage, steps, lambda_chunk=2)
+    if step == "lambdas":
+        xla, memory = steps.lambdas(chunk=2), planned(step, steps, lambda_chunk=2)
     else:
-        xla, memory = getattr(steps, stage)(), planned(stage, steps)
-    assert _within(memory.total, xla), (stage, memory.lines(), xla)
+        xla, memory = getattr(steps, step)(), planned(step, steps)
+    assert _within(memory.total, xla), (step, memory.lines(), xla)
 
 
 @pytest.mark.parametrize("placement", ["replicated", "fsdp"])

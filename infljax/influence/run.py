@@ -468,7 +468,7 @@ def _check_memory(name: str, shapes, plan, args: ScoresArgs, seq: int, layout) -
     logging.info("scores %s: %s", name, memory.summary())
     device = planning.device_memory_bytes()
     setting = "config.scores.scoring.batch_size"
-    planning.check_stage(memory, shapes, work, layout, device, setting, choices)
+    planning.check_step(memory, shapes, work, layout, device, setting, choices)
 
 
 def _prefilter(
