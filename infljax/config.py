@@ -46,6 +46,14 @@ def recorded(args: Any) -> dict:
     return out
 
 
+def section_record(cls: type, section: Mapping | None, where: str) -> dict:
+    """What a stage records of ``config.<where>``: the section read as a `cls`, `recorded`.
+    Also the upgrade of a record that holds the section as given (as the world and queries
+    stages wrote before they recorded typed arguments): a field left out reads as its default,
+    so both layouts give the same record."""
+    return recorded(read(cls, section, where))
+
+
 def with_added_defaults(record: dict, cls: type) -> dict:
     """`record` (the `recorded` arguments of a stage record an older version wrote; `cls`
     must have a default for every field) with the fields `cls` gained since at their

@@ -15,6 +15,7 @@ from infljax.config import (
     recorded,
     section,
     section_of,
+    section_record,
     settings,
     with_added_defaults,
 )
@@ -87,6 +88,15 @@ def test_a_record_from_before_a_field_existed_reads_as_its_default():
     assert with_added_defaults(older, Other) == recorded(Other())
     assert with_added_defaults(older, Other) != recorded(Other(seed=3))
     assert with_added_defaults({"seed": 5}, Other) == {"seed": 5}  # what it holds is kept
+
+
+def test_a_section_as_given_and_its_typed_record_give_the_same_record():
+    given = {"name": "a", "inner": {"scale": 2}}  # fields left out, as old records hold it
+    typed = section_record(Outer, given, "s")
+    assert typed == recorded(Outer("a", inner=Inner(2.0)))
+    assert section_record(Outer, typed, "s") == typed  # today's records stay as they are
+    assert section_record(Outer, {**given, "batch_size": 64}, "s") == typed  # free: not kept
+    assert section_record(Outer, {**given, "sizes": [3]}, "s") != typed
 
 
 def test_a_section_from_the_defaults_lists_every_field_for_the_command_line():

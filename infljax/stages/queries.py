@@ -20,7 +20,7 @@ from absl import logging
 from ml_collections import ConfigDict
 
 from infljax.checkpoints import begin_stage, finish_stage
-from infljax.config import read, section, settings
+from infljax.config import read, recorded, section, section_record, settings
 from infljax.data.corpus import corpus_args
 from infljax.data.tokenization import (
     TokenizerInfo,
@@ -28,9 +28,10 @@ from infljax.data.tokenization import (
     read_tokenizer_info,
     text_only,
 )
-from infljax.data.world import World, read_world_json
+from infljax.data.world import World, WorldArgs, read_world_json
 from infljax.influence.measurement import MeasurementArgs
 from infljax.models.io import load_model, read_model_config
+from infljax.models.spec import ModelSpec
 from infljax.queries import (
     CompletionArgs,
     QueriesArgs,
@@ -70,7 +71,9 @@ def run(config: ConfigDict, workdir: Path) -> None:
     record = _stage_record(config, world is not None, completions, names)
     inputs = _inputs(workdir, specs, world is not None, completions, names)
     overwrite = settings(config).overwrite
-    done = begin_stage(out, record, inputs=inputs, overwrite=overwrite, resumes=False)
+    done = begin_stage(
+        out, record, inputs=inputs, overwrite=overwrite, resumes=False, upgrade=_upgrade
+    )
     if done and queries_path(workdir).is_file():
         logging.info("queries: up to date in %s", out)
         return
@@ -101,11 +104,26 @@ def _model_names(config: ConfigDict, completions: CompletionArgs) -> list[str]:
 
 def _stage_record(config: ConfigDict, has_world: bool, completions, names) -> dict:
     """What the queries depend on: their section, the world and (generated) the models."""
-    record = {"queries": config.queries.to_dict()}
-    record["world"] = config.world.to_dict() if has_world else None
+    world = section_record(WorldArgs, section(config, "world"), "world") if has_world else None
+    record = {"queries": recorded(stage_args(config)), "world": world}
     if completions.mode == "generated":
-        record["models"] = {name: config.models[name].to_dict() for name in names}
+        record["models"] = {name: _model_record(name, config.models[name]) for name in names}
     return record
+
+
+def _upgrade(saved: dict) -> dict:
+    """A record of the sections as given (before the stage recorded typed arguments) as
+    today's; today's stay as they are."""
+    out = {**saved, "queries": section_record(QueriesArgs, saved["queries"], "queries")}
+    if saved.get("world") is not None:
+        out["world"] = section_record(WorldArgs, saved["world"], "world")
+    if "models" in saved:
+        out["models"] = {name: _model_record(name, s) for name, s in saved["models"].items()}
+    return out
+
+
+def _model_record(name: str, spec) -> dict:
+    return section_record(ModelSpec, spec, f"models.{name}")
 
 
 def _inputs(workdir: Path, specs, has_world: bool, completions, names) -> dict[str, Path]:

@@ -15,7 +15,7 @@ from absl import logging
 from ml_collections import ConfigDict
 
 from infljax.checkpoints import begin_stage, finish_stage
-from infljax.config import read, section, settings
+from infljax.config import read, recorded, section, section_record, settings
 from infljax.data.corpus import corpus_args
 from infljax.data.world import WorldArgs, generate_world, write_corpus_jsonl, write_world_json
 from infljax.workdir import world_dir, write_json
@@ -26,6 +26,12 @@ def check(config: ConfigDict) -> None:
     read(WorldArgs, section(config, "world"), "world")
 
 
+def _upgrade(saved: dict) -> dict:
+    """A record of the section as given (before the stage recorded typed arguments) as
+    today's; today's stays as it is."""
+    return {"world": section_record(WorldArgs, saved["world"], "world")}
+
+
 def run(config: ConfigDict, workdir: Path) -> None:
     if path := corpus_args(config.corpus)[1].path:
         logging.info("world: skipped (config.corpus.path=%s)", path)
@@ -33,8 +39,8 @@ def run(config: ConfigDict, workdir: Path) -> None:
     args = read(WorldArgs, section(config, "world"), "world")
     out = world_dir(workdir)
     overwrite = settings(config).overwrite
-    record = {"world": config.world.to_dict()}  # the section as given (as records always were)
-    if begin_stage(out, record, overwrite=overwrite, resumes=False):
+    record = {"world": recorded(args)}
+    if begin_stage(out, record, overwrite=overwrite, resumes=False, upgrade=_upgrade):
         logging.info("world: up to date in %s", out)
         return
     start = time.perf_counter()

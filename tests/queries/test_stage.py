@@ -14,6 +14,7 @@ from infljax.data.world import WorldArgs, generate_world
 from infljax.pipeline import run_stages
 from infljax.queries import FamilySpec, build_families, generate_queries, read_queries_jsonl
 from infljax.queries.completions import CompletionArgs, generate_completions, grade
+from infljax.stages import queries as stage
 from infljax.workdir import model_dir, queries_dir, queries_path
 from tests.test_configs import load
 
@@ -124,3 +125,17 @@ def test_generation_is_deterministic_and_matches_the_stage(trained):
     for old, new in zip(written[:4], again, strict=True):
         if old.generated:
             assert (new.completion, new.correct) == (old.completion, old.correct)
+
+
+def test_a_record_of_the_sections_as_given_stays_up_to_date():
+    """Records written before the stage recorded typed arguments held the config sections as
+    given (fields left out absent); they read as today's record of the same config."""
+    config = demo_config("smoke")
+    with config.unlocked():
+        config.queries.completions.mode = "generated"
+    names = list(config.models)
+    today = stage._stage_record(config, True, stage.stage_args(config).completions, names)
+    older = {"queries": config.queries.to_dict(), "world": config.world.to_dict()}
+    older["models"] = {n: config.models[n].to_dict() for n in names}
+    assert older != today and stage._upgrade(older) == today
+    assert stage._upgrade(today) == today
