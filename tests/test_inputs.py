@@ -303,7 +303,12 @@ def test_ctrl_c_is_one_line_and_resumable(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     cmd = [sys.executable, "experiments/run.py", "--config=configs/demo.py:smoke",
            f"--workdir={tmp_path / 'w'}"]  # fmt: skip
-    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    # with SIGINT at its default: a suite started as a background job (`make test &`) runs with
+    # SIGINT ignored, which the child would inherit, and a Python started so never sees Ctrl-C
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    process = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
     seen = ""
     deadline = time.monotonic() + 240
     while "stage pretrain" not in seen and time.monotonic() < deadline:
