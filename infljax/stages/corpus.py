@@ -16,7 +16,7 @@ from absl import logging
 from ml_collections import ConfigDict
 
 from infljax.checkpoints import begin_stage, finish_stage
-from infljax.config import settings
+from infljax.config import recorded, settings
 from infljax.data.corpus import (
     CorpusSource,
     corpus_args,
@@ -87,18 +87,31 @@ def check(config: ConfigDict) -> None:
     corpus_args(config.corpus)
 
 
+def _corpus_record(section) -> dict:
+    """What the stage records of ``config.corpus``: its typed arguments, flat as the section
+    is; the same for the section as given and for a record of it (`_upgrade`)."""
+    tokenize, source = corpus_args(section)
+    return {**recorded(tokenize), **recorded(source)}
+
+
+def _upgrade(saved: dict) -> dict:
+    """A record of the section as given (before the stage recorded typed arguments) as
+    today's; today's stays as it is."""
+    return {**saved, "corpus": _corpus_record(saved["corpus"])}
+
+
 def run(config: ConfigDict, workdir: Path) -> None:
     out = corpus_dir(workdir)
     tokenize, corpus_source = corpus_args(config.corpus)
     source = _input_path(corpus_source, workdir)
-    # the section as given (as records always were)
-    args = {"input": stored_path(source, workdir), "corpus": config.corpus.to_dict()}
+    args = {"input": stored_path(source, workdir), "corpus": _corpus_record(config.corpus)}
     inputs = {"source": source}
     tok_cfg = corpus_source.tokenizer
     if not tok_cfg.train:
         inputs["tokenizer"] = tok_cfg.path
     overwrite = settings(config).overwrite
-    if begin_stage(out, args, inputs=inputs, overwrite=overwrite, resumes=False):
+    upgrade = _upgrade
+    if begin_stage(out, args, inputs=inputs, overwrite=overwrite, resumes=False, upgrade=upgrade):
         logging.info("corpus: up to date in %s", out)
         return
     start = time.perf_counter()

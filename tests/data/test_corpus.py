@@ -19,6 +19,7 @@ from infljax.data.corpus import (
 )
 from infljax.data.readers import CorpusError, Record
 from infljax.data.tokenization import tokenizer_info, train_bpe
+from infljax.stages import corpus as stage
 
 TEXTS = [
     "The capital of Velmora is Ostrin.",
@@ -214,3 +215,14 @@ def test_iter_batches_without_padding_and_bad_range():
     assert shapes == [(2,), (1,)]
     with pytest.raises(ValueError, match="start <= stop"):
         next(iter_batches(corpus, 2, start=2, stop=5))
+
+
+def test_a_record_of_the_corpus_section_as_given_stays_up_to_date():
+    """The stage recorded ``config.corpus`` as given before it recorded typed arguments: such a
+    record (a field left out) reads as today's, and a changed field is still a change."""
+    given = {"max_length": 160, "tokenizer": {"vocab_size": 512}}
+    today = stage._corpus_record(given)
+    assert "packing" in today and today["tokenizer"]["train"] is True
+    assert stage._upgrade({"input": "x", "corpus": given}) == {"input": "x", "corpus": today}
+    assert stage._corpus_record(today) == today
+    assert stage._corpus_record({**given, "max_length": 150}) != today
