@@ -110,8 +110,7 @@ def run(config: ConfigDict, workdir: Path) -> None:
     if not tok_cfg.train:
         inputs["tokenizer"] = tok_cfg.path
     overwrite = settings(config).overwrite
-    upgrade = _upgrade
-    if begin_stage(out, args, inputs=inputs, overwrite=overwrite, resumes=False, upgrade=upgrade):
+    if begin_stage(out, args, inputs=inputs, overwrite=overwrite, resumes=False, upgrade=_upgrade):
         logging.info("corpus: up to date in %s", out)
         return
     start = time.perf_counter()

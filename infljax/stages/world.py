@@ -29,7 +29,7 @@ def check(config: ConfigDict) -> None:
 def _upgrade(saved: dict) -> dict:
     """A record of the section as given (before the stage recorded typed arguments) as
     today's; today's stays as it is."""
-    return {"world": section_record(WorldArgs, saved["world"], "world")}
+    return {**saved, "world": section_record(WorldArgs, saved["world"], "world")}
 
 
 def run(config: ConfigDict, workdir: Path) -> None:
