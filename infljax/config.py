@@ -48,18 +48,10 @@ def recorded(args: Any) -> dict:
 
 def section_record(cls: type, section: Mapping | None, where: str) -> dict:
     """What a stage records of ``config.<where>``: the section read as a `cls`, `recorded`.
-    Also the upgrade of a record that holds the section as given (as the world and queries
-    stages wrote before they recorded typed arguments): a field left out reads as its default,
-    so both layouts give the same record."""
+    Also the upgrade of an older record: one that holds the section as given (as stages wrote
+    before they recorded typed arguments) or predates a field reads that field as its default,
+    so it matches a run that leaves the field at its default, and no other run."""
     return recorded(read(cls, section, where))
-
-
-def with_added_defaults(record: dict, cls: type) -> dict:
-    """`record` (the `recorded` arguments of a stage record an older version wrote; `cls`
-    must have a default for every field) with the fields `cls` gained since at their
-    defaults: a record from before a field existed matches a run that leaves it at its
-    default, and no other run."""
-    return {**recorded(cls()), **record}
 
 
 def read(cls: type[T], section: Mapping | None, where: str, **given: Any) -> T:

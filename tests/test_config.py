@@ -17,7 +17,6 @@ from infljax.config import (
     section_of,
     section_record,
     settings,
-    with_added_defaults,
 )
 from infljax.curvature.fit import factors_section
 from infljax.influence.run import ScoresArgs
@@ -85,9 +84,9 @@ def test_records_leave_the_free_fields_out():
 def test_a_record_from_before_a_field_existed_reads_as_its_default():
     older = recorded(Other())
     older.pop("seed")  # written before Other had a seed
-    assert with_added_defaults(older, Other) == recorded(Other())
-    assert with_added_defaults(older, Other) != recorded(Other(seed=3))
-    assert with_added_defaults({"seed": 5}, Other) == {"seed": 5}  # what it holds is kept
+    assert section_record(Other, older, "s") == recorded(Other())
+    assert section_record(Other, older, "s") != recorded(Other(seed=3))
+    assert section_record(Other, {"seed": 5}, "s") == {"seed": 5}  # what it holds is kept
 
 
 def test_a_section_as_given_and_its_typed_record_give_the_same_record():

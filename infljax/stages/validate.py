@@ -28,7 +28,7 @@ from ml_collections import ConfigDict
 
 from infljax import training
 from infljax.checkpoints import begin_stage, finish_stage
-from infljax.config import placement, read, recorded, section, settings, with_added_defaults
+from infljax.config import placement, read, recorded, section, section_record, settings
 from infljax.curvature.fit import factors_section
 from infljax.data.corpus import load_corpus
 from infljax.data.tokenization import load_tokenizer, read_tokenizer_info
@@ -121,7 +121,10 @@ def run(config: ConfigDict, workdir: Path) -> None:
 
 def _upgrade(record: dict) -> dict:
     """A record from before a ValidateArgs field existed (fixed_init) reads as its default."""
-    return {**record, "validation": with_added_defaults(record["validation"], ValidateArgs)}
+    return {
+        **record,
+        "validation": section_record(ValidateArgs, record["validation"], "validation"),
+    }
 
 
 def _method_scores(workdir: Path, name: str, method: str, num_queries: int) -> np.ndarray:
